@@ -1,0 +1,44 @@
+"""Batched kernels, one module per stage, each with a CPU and a CUDA launcher.
+
+Stages: `deform` -> `raster` -> `shade` -> `composite`. Every launcher processes the
+whole batch of sessions in one call ("range mode", as in nvdiffrast): sessions with
+different avatars and output sizes share launches through per-session offsets.
+
+Batch layout shared by all stages (host numpy arrays for the CPU launchers, device
+arrays for the CUDA launchers, same shapes and dtypes):
+
+Pools (uploaded once per set of avatars, grown when avatars are added)
+    base_pos [Vp,3] f32, base_nrm [Vp,3] f32, uv [Vp,2] f32
+    morph_offsets [Vp+1] i32 (absolute into the morph arrays), morph_target [NNZ] i32
+    (target index local to its avatar), morph_dpos [NNZ,3] f32, morph_dnrm [NNZ,3] f32
+    skin_slot [Vp,4] i32 (palette slot, < P), skin_weight [Vp,4] f32
+    tris [Tp,3] i32 (vertex indices local to the avatar), tri_mat [Tp] i32 (into the
+    material pool: mat_base_color [Mt,4] f32 linear, mat_texture [Mt] i32 (-1 none),
+    mat_uv_transform [Mt,2,3] f32, mat_alpha_mode [Mt] i8, mat_alpha_cutoff [Mt] f32,
+    mat_double_sided [Mt] bool/u8, mat_shading [Mt] i8, mat_shade_color [Mt,3] f32,
+    mat_toony [Mt] f32, mat_shift [Mt] f32)
+    textures: tex_pixels [sum H*W*4] u8 sRGB RGBA, tex_offset [Nt] i64, tex_size [Nt,2] i32 (w,h)
+
+Per-session rows (persistent arrays; row s describes session s of this tick)
+    s_vbase, s_vcount, s_tbase, s_tcount  i32  the avatar's range in the pools
+    s_obase  i32  start of this session's slice in the deformed buffers
+                  (clip [*,4] f32 clip-space positions, wnrm [*,3] f32 world normals)
+    s_weights [N,Mmax] f32  morph target weights
+    s_palette [N,P,3,4] f32 world-space skinning matrices (rest pose = identity)
+    s_viewproj [N,4,4] f32  world -> clip (OpenGL convention, row-vector-free: clip = M @ [x,y,z,1])
+    s_light [N,4] f32       world direction towards the key light (xyz) and ambient (w)
+    s_lw, s_lh i32, s_lbase i64   the avatar layer: its size and its offset (in pixels)
+                  into the layer buffers vis_opaque/vis_blend [*] u64 and rgba [*,4] u8
+    s_fw, s_fh i32, s_fbase i64   the output frame: NV12 at s_fbase in the frame buffer
+                  (Y plane fw*fh bytes, then interleaved UV fw*fh/2 bytes)
+    s_bgbase i64  the background, already NV12, same layout, in the background pool
+    s_lx, s_ly i32  top-left of the avatar layer in the frame
+    s_rect [N,4] i32  (x0,y0,x1,y1) even-aligned region of the frame to recomposite
+
+Conventions
+    Layer pixel (x, y) has its centre at (x + 0.5, y + 0.5); y grows downwards.
+    Visibility word: (float32 bits of depth in [0,1]) << 32 | (local triangle id + 1);
+    0xFFFFFFFFFFFFFFFF means empty. Smaller word = nearer surface.
+    The layer RGBA is premultiplied, sRGB-encoded (what a display shows).
+    NV12 is BT.709 limited range.
+"""

@@ -1,0 +1,1 @@
+"""Engine loop, sessions, streams, drivers, HTTP API and the command line."""
