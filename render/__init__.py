@@ -1,1 +1,1 @@
-"""Host-side model of what is drawn: assets, vocabulary, default avatar, scene, batching, Renderer."""
+"""Host-side model of what is drawn: assets, vocabulary, default avatar, scene, Renderer."""

@@ -192,7 +192,10 @@ class AvatarAsset:
                 for i in range(len(self.materials))
             ],
             "textures": [list(t.shape[1::-1]) for t in self.textures],
-            "bounds": {"min": [round(float(x), 4) for x in lo], "max": [round(float(x), 4) for x in hi]},
+            "bounds": {
+                "min": [round(float(x), 4) for x in lo],
+                "max": [round(float(x), 4) for x in hi],
+            },
             "meta": self.meta,
         }
 
@@ -207,23 +210,41 @@ class AvatarAsset:
             (self.normals.shape == (v, 3), "normals must be [V,3]"),
             (self.uvs.shape == (v, 2), "uvs must be [V,2]"),
             (self.triangles.ndim == 2 and self.triangles.shape[1] == 3, "triangles must be [T,3]"),
-            (t == 0 or (self.triangles.min() >= 0 and self.triangles.max() < v),
-             "triangle index out of range"),
+            (
+                t == 0 or (self.triangles.min() >= 0 and self.triangles.max() < v),
+                "triangle index out of range",
+            ),
             (self.triangle_material.shape == (t,), "triangle_material must be [T]"),
-            (t == 0 or (self.triangle_material.min() >= 0
-                        and self.triangle_material.max() < len(self.materials)),
-             "triangle material out of range"),
+            (
+                t == 0
+                or (
+                    self.triangle_material.min() >= 0
+                    and self.triangle_material.max() < len(self.materials)
+                ),
+                "triangle material out of range",
+            ),
             (self.morph_offsets.shape == (v + 1,), "morph_offsets must be [V+1]"),
-            (self.morph_offsets[0] == 0 and self.morph_offsets[-1] == len(self.morph_target),
-             "morph_offsets must span morph_target"),
-            (len(self.morph_target) == 0 or int(self.morph_target.max()) < m,
-             "morph target index out of range"),
+            (
+                self.morph_offsets[0] == 0 and self.morph_offsets[-1] == len(self.morph_target),
+                "morph_offsets must span morph_target",
+            ),
+            (
+                len(self.morph_target) == 0 or int(self.morph_target.max()) < m,
+                "morph target index out of range",
+            ),
             (self.default_weights.shape == (m,), "default_weights must be [M]"),
-            (self.skin_joints.shape == (v, 4) and self.skin_weights.shape == (v, 4),
-             "skin arrays must be [V,4]"),
-            (v == 0 or (self.skin_joints.min() >= 0 and self.skin_joints.max() < j),
-             "skin joint out of range"),
-            (all(self.joint_parent[i] < i for i in range(j)), "joints must be topologically ordered"),
+            (
+                self.skin_joints.shape == (v, 4) and self.skin_weights.shape == (v, 4),
+                "skin arrays must be [V,4]",
+            ),
+            (
+                v == 0 or (self.skin_joints.min() >= 0 and self.skin_joints.max() < j),
+                "skin joint out of range",
+            ),
+            (
+                all(self.joint_parent[i] < i for i in range(j)),
+                "joints must be topologically ordered",
+            ),
         ]
         for ok, message in checks:
             if not ok:
