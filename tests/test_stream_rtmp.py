@@ -1,0 +1,100 @@
+"""RTMP push against a real nginx-rtmp, pulled back and decoded with PyAV."""
+
+from __future__ import annotations
+
+import logging
+
+import av
+import pytest
+from nginx_rtmp import free_port, nginx_or_skip
+from stream_support import Feeder, feed, pull, wait_for
+
+from avatarfarm.server.stream import StreamPipeline, VideoSettings
+
+W, H, FPS = 320, 180, 30
+FAST = VideoSettings(bitrate_kbps=500, preset="ultrafast")
+
+
+@pytest.fixture
+def nginx(tmp_path):
+    server = nginx_or_skip(tmp_path)
+    yield server
+    server.stop()
+
+
+def test_pushed_stream_plays_back_with_the_promised_shape(nginx):
+    pipe = StreamPipeline("s1", W, H, FPS, VideoSettings(bitrate_kbps=500), [nginx.url("k1")])
+    try:
+        assert wait_for(lambda: pipe.stats()["outputs"][1]["state"] == "live", 5)
+        thread, got = pull(nginx.url("k1"), seconds=4.2)
+        feed(pipe, 7 * FPS)  # the player joins at the 2 s IDR
+        thread.join(15)
+    finally:
+        pipe.close(5)
+    assert got.error is None
+    assert (got.width, got.height) == (W, H)
+    assert got.profile == "High"
+    deltas = {b - a for a, b in zip(got.video_pts_ms, got.video_pts_ms[1:], strict=False)}
+    assert deltas <= {33, 34}, f"not constant frame rate: {sorted(deltas)}"
+    gaps = [b - a for a, b in zip(got.keyframe_pts_ms, got.keyframe_pts_ms[1:], strict=False)]
+    assert gaps and all(abs(g - 2000) <= 34 for g in gaps), f"keyframe gaps {gaps}"
+    frame = got.frames[-1]
+    assert (frame.color_primaries, frame.color_trc, frame.colorspace) == (1, 1, 1)  # BT.709
+    assert frame.color_range == 1  # limited ("tv") range
+    assert got.audio == ("aac", 48000, 2)
+
+
+def test_destination_reconnects_after_ingest_restart_and_resumes_on_idr(nginx, tmp_path):
+    outputs = [nginx.url("k2"), "record:witness.mp4"]  # the recording sees every IDR
+    pipe = StreamPipeline("s2", W, H, FPS, FAST, outputs, recordings_root=tmp_path)
+    state = lambda: pipe.stats()["outputs"][1]["state"]  # noqa: E731
+    live = lambda: {o["state"] for o in pipe.stats()["outputs"].values()} == {"live"}  # noqa: E731
+    assert wait_for(live, 5)  # both connected before frame 0: a single IDR starts the stream
+    feeder = Feeder(pipe)
+    feeder.start()
+    try:
+        assert wait_for(lambda: pipe.stats()["frames_encoded"] > FPS // 2, 5)
+        nginx.stop()
+        assert wait_for(lambda: state() == "retrying", 5)
+        nginx.start()
+        assert wait_for(lambda: state() == "live", 5), pipe.stats()["outputs"][1]
+        thread, got = pull(nginx.url("k2"), seconds=1.0)
+        thread.join(10)
+    finally:
+        feeder.stop()
+        pipe.close(5)
+    out = pipe.stats()["outputs"][1]
+    assert out["connects"] == 2
+    assert got.error is None
+    assert got.frames and got.frames[0].key_frame, "playback must start on an IDR"
+    assert len(got.frames) >= FPS // 2
+    with av.open(str(tmp_path / "witness.mp4")) as rec:
+        keys = [p.pts for p in rec.demux(video=0) if p.is_keyframe and p.pts is not None]
+        tb = rec.streams.video[0].time_base
+    key_frames = [round(k * tb * FPS) for k in keys]
+    gaps = [b - a for a, b in zip(key_frames, key_frames[1:], strict=False)]
+    assert any(g < 2 * FPS for g in gaps), f"no IDR forced on reconnect: {key_frames}"
+
+
+def test_dead_destination_does_not_disturb_the_live_one(nginx, caplog):
+    caplog.set_level(logging.DEBUG)
+    dead = f"rtmp://127.0.0.1:{free_port()}/live/deadSECRETkey"
+    alive = nginx.url("aliveSECRETkey")
+    pipe = StreamPipeline("s3", W, H, FPS, FAST, [dead, alive])
+    try:
+        thread, got = pull(alive, seconds=1.0)
+        feed(pipe, 4 * FPS)  # the player joins at the 2 s IDR
+        thread.join(10)
+        stats = pipe.stats()
+    finally:
+        pipe.close(5)
+    dead_out, live_out = stats["outputs"][1], stats["outputs"][2]
+    assert dead_out["state"] == "retrying" and dead_out["last_error"]
+    assert live_out["state"] == "live" and live_out["dropped"] == 0
+    assert live_out["packets_sent"] > 2 * FPS
+    assert got.error is None and len(got.frames) >= FPS
+    assert stats["frames_encoded"] + stats["frames_dropped"] == 4 * FPS
+    # Stream keys never reach logs or stats; the masked form does.
+    for text in (caplog.text, repr(stats), repr(pipe.stats())):
+        assert "SECRETkey" not in text
+    assert "rtmp://127.0.0.1" in dead_out["url"] and dead_out["url"].endswith("/live/****")
