@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import re
 
-# ARKit blendshapes in the order Apple's ARFaceAnchor / Live Link Face sends them.
+# The 52 ARKit blendshapes; this order is the layout of our expression vectors (Live Link
+# Face sends them in Epic's order, which swaps the Left/Right pairs: see drivers/livelink.py).
 ARKIT_NAMES: tuple[str, ...] = (
     "eyeBlinkLeft", "eyeLookDownLeft", "eyeLookInLeft", "eyeLookOutLeft", "eyeLookUpLeft",
     "eyeSquintLeft", "eyeWideLeft",
