@@ -7,11 +7,12 @@ import struct
 
 import numpy as np
 import pytest
-from avatarfarm.render.asset import AssetError
-from avatarfarm.render.gltf import AssetLimits, load_avatar
 from gltf_builder import GltfBuilder, glb_bytes, png_bytes, quad, shared_asset
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from avatarfarm.render.asset import AssetError
+from avatarfarm.render.gltf import AssetLimits, load_avatar
 
 SAMPLES = (
     "khronos/AnimatedMorphCube/AnimatedMorphCube.packed.glb",

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from avatarfarm.render.asset import AssetError, AvatarAsset, Expression, Materials, Override
 from avatarfarm.render.expressions import ExpressionRig, inputs_from_dict
 from avatarfarm.render.vocabulary import INDEX, VOCABULARY, canonical_name

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from gltf_builder import GltfBuilder, glb_bytes, png_bytes, quad, shared_asset, simple_glb
+
 from avatarfarm.render.asset import AlphaMode, AssetError, AvatarAsset, Shading
 from avatarfarm.render.gltf import AssetLimits, load_avatar
-from gltf_builder import GltfBuilder, glb_bytes, png_bytes, quad, shared_asset, simple_glb
 
 
 def sample(relative: str) -> Path:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from avatarfarm.render.asset import AvatarAsset, Materials
 from avatarfarm.render.rig import P, PoseRig
 

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from gltf_builder import GltfBuilder, quad, shared_asset
+
 from avatarfarm.render.asset import AlphaMode, AvatarAsset, Override, Shading
 from avatarfarm.render.gltf import load_avatar
 from avatarfarm.render.vocabulary import VRM0_PRESETS
 from avatarfarm.render.vrm import mtoon0_to_1, srgb_to_linear
-from gltf_builder import GltfBuilder, quad, shared_asset
 
 GODETTE = "vrm/Godette/Godette_vrm_v4.vrm"
 

@@ -1,0 +1,538 @@
+"""Stage 2, raster: per-session 64-bit visibility buffers (depth | triangle id).
+
+Conventions (on top of kernels/__init__.py):
+
+- Depth is z_ndc * 0.5 + 0.5 interpolated linearly in screen space (z_ndc is affine in
+  screen space), stored as its float32 bits in the high word; fragments with depth > 1
+  (z > w, beyond the far plane) are dropped per pixel. The low word is the triangle id
+  local to the avatar, plus one. Empty is 0xFFFFFFFFFFFFFFFF.
+- Viewport: x_pix = (x_ndc * 0.5 + 0.5) * lw, y_pix = (0.5 - y_ndc * 0.5) * lh (y down);
+  pixel (x, y) is sampled at its centre (x + 0.5, y + 0.5).
+- Vertices are snapped to 1/256 pixel (8 sub-pixel bits); edge functions are exact int64,
+  with the top-left fill rule, so triangles sharing an edge neither crack nor overlap.
+- Front faces are counter-clockwise in NDC with y up (OpenGL); in layer pixels (y down)
+  that is a negative signed area. Back faces are culled unless mat_double_sided.
+- Near plane: triangles are clipped in homogeneous space against z >= -w into one or two
+  triangles that keep the ORIGINAL triangle id, so clipping only changes coverage; shade
+  interpolates with the original triangle's vertices. A new vertex on a clipped edge is
+  always computed from the inside endpoint towards the outside one, so the two triangles
+  sharing that edge get bit-identical points (no crack at the near plane).
+- Guard band: a (clipped) triangle with a vertex further than GUARD_PIXELS from the layer
+  is dropped (it could only arise from geometry grazing the near plane at a distance of
+  millions of pixels; int64 edge functions stay exact within the band).
+- Two layers: `vis_opaque` holds the nearest OPAQUE triangle; `vis_blend` the nearest
+  MASK/BLEND triangle strictly in front of the opaque depth at that pixel. The opaque pass
+  runs first, the blend pass is depth-tested against its result.
+
+Launchers (identical arguments; CUDA ones add `stream=0`)::
+
+    clear_vis_cpu(s_lw, s_lh, s_lbase, n_sessions, vis_opaque, vis_blend)
+    raster_cpu(clip, tris, tri_mat, mat_alpha_mode, mat_double_sided,
+               s_tbase, s_tcount, s_obase, s_lw, s_lh, s_lbase, n_sessions,
+               vis_opaque, vis_blend, clear=True)
+
+`raster_*` clears each session's layer region first (clear=True) and runs both passes. The
+CPU kernel is parallel over (session, row band) work items with no atomics: each item
+clears its rows, then rasterizes every triangle of its session clipped to its band, first
+the opaque pass then the blend pass (both passes for one pixel happen in the same item).
+The CUDA kernels run one thread per (session, triangle), 2D grid, with 64-bit atomic min:
+clear, opaque pass, blend pass, as three launches on the same stream.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+import numba
+import numpy as np
+
+from .backend import cpu_device, cpu_kernel, cuda_device, cuda_module
+
+cuda: Any = None  # numba.cuda, bound on first CUDA use
+
+EMPTY = np.uint64(0xFFFFFFFFFFFFFFFF)
+SUBPIXEL_BITS = 8
+GUARD_PIXELS = 1 << 21
+"""Triangles reaching beyond this are dropped: with 8 sub-pixel bits, coordinate differences
+stay below 2^30 and edge functions (two products) below 2^61, exact in int64."""
+W_EPSILON = 1e-6
+MIN_BAND_ROWS = 16
+CUDA_BLOCK = 128
+CUDA_TARGET_BLOCKS = 2048
+
+
+def make_raster_math(jit, store, jit_sub=None):
+    """The per-triangle raster math, compiled with `jit`; `store(buf, i, word)` keeps the
+    minimum of buf[i] and word (a plain compare on the CPU, an atomic min on CUDA).
+
+    `jit_sub` compiles the pixel loop (`raster_sub`, called from 6 places): on the CPU it
+    is an ordinary call, everything around it is inlined (see `_cpu_function`). Returns
+    (band_planes, raster_tri)."""
+
+    @(jit_sub or jit)
+    def raster_sub(
+        x0, y0, z0, w0, x1, y1, z1, w1, x2, y2, z2, w2,
+        tid, double_sided, blend, y_lo, y_hi, lw, lh, lbase, vis_opaque, vis_blend,
+    ):  # fmt: skip
+        """Rasterize one (possibly clipped) clip-space triangle into rows [y_lo, y_hi)."""
+        eps = np.float32(W_EPSILON)
+        if not (w0 > eps and w1 > eps and w2 > eps):
+            return
+        half = np.float32(0.5)
+        one = np.float32(1.0)
+        fw = np.float32(lw)
+        fh = np.float32(lh)
+        sub = np.float32(1 << SUBPIXEL_BITS)
+        guard = np.float32(GUARD_PIXELS)
+        i0 = one / w0
+        i1 = one / w1
+        i2 = one / w2
+        fx0 = (x0 * i0 * half + half) * fw
+        fx1 = (x1 * i1 * half + half) * fw
+        fx2 = (x2 * i2 * half + half) * fw
+        fy0 = (half - y0 * i0 * half) * fh
+        fy1 = (half - y1 * i1 * half) * fh
+        fy2 = (half - y2 * i2 * half) * fh
+        if not (
+            abs(fx0) < guard and abs(fx1) < guard and abs(fx2) < guard
+            and abs(fy0) < guard and abs(fy1) < guard and abs(fy2) < guard
+        ):  # fmt: skip
+            return
+        zd0 = z0 * i0 * half + half
+        zd1 = z1 * i1 * half + half
+        zd2 = z2 * i2 * half + half
+        # Snap to 1/256 pixel: every triangle sharing a vertex gets the same integers.
+        X0 = np.int64(math.floor(fx0 * sub + half))
+        X1 = np.int64(math.floor(fx1 * sub + half))
+        X2 = np.int64(math.floor(fx2 * sub + half))
+        Y0 = np.int64(math.floor(fy0 * sub + half))
+        Y1 = np.int64(math.floor(fy1 * sub + half))
+        Y2 = np.int64(math.floor(fy2 * sub + half))
+        area = (X1 - X0) * (Y2 - Y0) - (Y1 - Y0) * (X2 - X0)
+        if area == 0:
+            return
+        if area > 0:
+            # Positive area with y down is clockwise in NDC (y up): a back face.
+            if not double_sided:
+                return
+        else:  # front face: reorder to positive area so that inside means E >= 0
+            X1, X2 = X2, X1
+            Y1, Y2 = Y2, Y1
+            zd1, zd2 = zd2, zd1
+            area = -area
+
+        c = np.int64(1 << (SUBPIXEL_BITS - 1))  # pixel centre offset
+        r = np.int64((1 << SUBPIXEL_BITS) - 1)
+        xs = max((min(X0, X1, X2) - c + r) >> SUBPIXEL_BITS, 0)
+        xe = min((max(X0, X1, X2) - c) >> SUBPIXEL_BITS, lw - 1)
+        ys = max((min(Y0, Y1, Y2) - c + r) >> SUBPIXEL_BITS, y_lo)
+        ye = min((max(Y0, Y1, Y2) - c) >> SUBPIXEL_BITS, y_hi - 1)
+        if xs > xe or ys > ye:
+            return
+
+        # Edge k is opposite vertex k: E_ab(p) = (bx-ax)(py-ay) - (by-ay)(px-ax) >= 0 inside.
+        # Top-left rule for this orientation: a top edge has dy == 0 and dx > 0, a left
+        # edge has dy < 0; other edges exclude their pixel centres (bias -1).
+        dx0 = X2 - X1
+        dy0 = Y2 - Y1
+        dx1 = X0 - X2
+        dy1 = Y0 - Y2
+        dx2 = X1 - X0
+        dy2 = Y1 - Y0
+        b0 = np.int64(0) if (dy0 < 0 or (dy0 == 0 and dx0 > 0)) else np.int64(-1)
+        b1 = np.int64(0) if (dy1 < 0 or (dy1 == 0 and dx1 > 0)) else np.int64(-1)
+        b2 = np.int64(0) if (dy2 < 0 or (dy2 == 0 and dx2 > 0)) else np.int64(-1)
+        px = (xs << SUBPIXEL_BITS) + c
+        py = (ys << SUBPIXEL_BITS) + c
+        r0 = dx0 * (py - Y1) - dy0 * (px - X1) + b0
+        r1 = dx1 * (py - Y2) - dy1 * (px - X2) + b1
+        r2 = dx2 * (py - Y0) - dy2 * (px - X0) + b2
+        sx0 = -(dy0 << SUBPIXEL_BITS)
+        sx1 = -(dy1 << SUBPIXEL_BITS)
+        sx2 = -(dy2 << SUBPIXEL_BITS)
+        sy0 = dx0 << SUBPIXEL_BITS
+        sy1 = dx1 << SUBPIXEL_BITS
+        sy2 = dx2 << SUBPIXEL_BITS
+        farea = np.float32(area)
+        dz1 = (zd1 - zd0) / farea
+        dz2 = (zd2 - zd0) / farea
+        zero = np.float32(0.0)
+        shift = np.uint64(32)
+        for y in range(ys, ye + 1):
+            e0 = r0
+            e1 = r1
+            e2 = r2
+            row = lbase + y * lw
+            entered = False
+            for x in range(xs, xe + 1):
+                if (e0 | e1 | e2) >= 0:
+                    entered = True
+                    depth = zd0 + np.float32(e1) * dz1 + np.float32(e2) * dz2
+                    if depth <= one:  # beyond the far plane (or NaN): dropped
+                        if depth < zero:
+                            depth = zero
+                        bits = np.uint64(np.float32(depth).view(np.uint32))
+                        i = row + x
+                        if blend:
+                            if bits < (vis_opaque[i] >> shift):
+                                store(vis_blend, i, (bits << shift) | tid)
+                        else:
+                            store(vis_opaque, i, (bits << shift) | tid)
+                elif entered:  # convex: the row's span is over
+                    break
+                e0 += sx0
+                e1 += sx1
+                e2 += sx2
+            r0 += sy0
+            r1 += sy1
+            r2 += sy2
+
+    @jit
+    def near_point(xa, ya, za, wa, da, xb, yb, zb, wb, db):
+        """The point of segment a(inside)->b(outside) on the near plane z = -w."""
+        t = da / (da - db)
+        return xa + t * (xb - xa), ya + t * (yb - ya), za + t * (zb - za), wa + t * (wb - wa)
+
+    @jit
+    def clip_one(
+        xa, ya, za, wa, da, xb, yb, zb, wb, db, xc, yc, zc, wc, dc,
+        tid, double_sided, blend, y_lo, y_hi, lw, lh, lbase, vis_opaque, vis_blend,
+    ):  # fmt: skip
+        """a inside, b and c behind the near plane: the triangle (a, ab, ac)."""
+        xab, yab, zab, wab = near_point(xa, ya, za, wa, da, xb, yb, zb, wb, db)
+        xac, yac, zac, wac = near_point(xa, ya, za, wa, da, xc, yc, zc, wc, dc)
+        raster_sub(
+            xa, ya, za, wa, xab, yab, zab, wab, xac, yac, zac, wac,
+            tid, double_sided, blend, y_lo, y_hi, lw, lh, lbase, vis_opaque, vis_blend,
+        )  # fmt: skip
+
+    @jit
+    def clip_two(
+        xa, ya, za, wa, da, xb, yb, zb, wb, db, xc, yc, zc, wc, dc,
+        tid, double_sided, blend, y_lo, y_hi, lw, lh, lbase, vis_opaque, vis_blend,
+    ):  # fmt: skip
+        """a and b inside, c behind the near plane: the quad (a, b, bc, ca) as 2 triangles."""
+        xbc, ybc, zbc, wbc = near_point(xb, yb, zb, wb, db, xc, yc, zc, wc, dc)
+        xca, yca, zca, wca = near_point(xa, ya, za, wa, da, xc, yc, zc, wc, dc)
+        raster_sub(
+            xa, ya, za, wa, xb, yb, zb, wb, xbc, ybc, zbc, wbc,
+            tid, double_sided, blend, y_lo, y_hi, lw, lh, lbase, vis_opaque, vis_blend,
+        )  # fmt: skip
+        raster_sub(
+            xa, ya, za, wa, xbc, ybc, zbc, wbc, xca, yca, zca, wca,
+            tid, double_sided, blend, y_lo, y_hi, lw, lh, lbase, vis_opaque, vis_blend,
+        )  # fmt: skip
+
+    @jit
+    def band_planes(y_lo, y_hi, lw, lh):
+        """Slopes for rejecting a triangle against rows [y_lo, y_hi) without a divide: a
+        vertex (w > 0) lies more than a pixel above the band when y > a_lo * w, below it
+        when y < a_hi * w, and beyond the left/right layer edge when |x| > a_x * w."""
+        one = np.float32(1.0)
+        two = np.float32(2.0)
+        a_lo = one - two * np.float32(y_lo - 1) / np.float32(lh)
+        a_hi = one - two * np.float32(y_hi + 1) / np.float32(lh)
+        a_x = one + two / np.float32(lw)
+        return a_lo, a_hi, a_x
+
+    @jit
+    def raster_tri(
+        s, t, blend, y_lo, y_hi, a_lo, a_hi, a_x, clip, tris, tri_mat, mat_alpha_mode,
+        mat_double_sided, s_tbase, s_obase, s_lw, s_lh, s_lbase, vis_opaque, vis_blend,
+    ):  # fmt: skip
+        """Triangle t of session s, in pass `blend` (0 opaque, 1 mask/blend), rows
+        [y_lo, y_hi) of its layer (band_planes(y_lo, y_hi, ...) gives a_lo, a_hi, a_x)."""
+        g = s_tbase[s] + t
+        m = tri_mat[g]
+        if (mat_alpha_mode[m] != 0) != (blend != 0):
+            return
+        o = s_obase[s]
+        a = o + tris[g, 0]
+        b = o + tris[g, 1]
+        c = o + tris[g, 2]
+        x0 = clip[a, 0]
+        y0 = clip[a, 1]
+        z0 = clip[a, 2]
+        w0 = clip[a, 3]
+        x1 = clip[b, 0]
+        y1 = clip[b, 1]
+        z1 = clip[b, 2]
+        w1 = clip[b, 3]
+        x2 = clip[c, 0]
+        y2 = clip[c, 1]
+        z2 = clip[c, 2]
+        w2 = clip[c, 3]
+        d0 = z0 + w0
+        d1 = z1 + w1
+        d2 = z2 + w2
+        in0 = d0 >= 0
+        in1 = d1 >= 0
+        in2 = d2 >= 0
+        if not (in0 or in1 or in2):
+            return
+        if in0 and in1 and in2 and w0 > 0 and w1 > 0 and w2 > 0:
+            # Cheap reject: the triangle lies more than a pixel off the band or the layer.
+            if y0 > a_lo * w0 and y1 > a_lo * w1 and y2 > a_lo * w2:
+                return
+            if y0 < a_hi * w0 and y1 < a_hi * w1 and y2 < a_hi * w2:
+                return
+            if x0 > a_x * w0 and x1 > a_x * w1 and x2 > a_x * w2:
+                return
+            if x0 < -a_x * w0 and x1 < -a_x * w1 and x2 < -a_x * w2:
+                return
+        double_sided = mat_double_sided[m] != 0
+        tid = np.uint64(t + 1)
+        lw = s_lw[s]
+        lh = s_lh[s]
+        lbase = s_lbase[s]
+        n_in = np.int32(in0) + np.int32(in1) + np.int32(in2)
+        if n_in == 3:
+            raster_sub(
+                x0, y0, z0, w0, x1, y1, z1, w1, x2, y2, z2, w2,
+                tid, double_sided, blend, y_lo, y_hi, lw, lh, lbase, vis_opaque, vis_blend,
+            )  # fmt: skip
+        elif n_in == 1:  # rotate (keeping the winding) so that the inside vertex comes first
+            if in0:
+                clip_one(
+                    x0, y0, z0, w0, d0, x1, y1, z1, w1, d1, x2, y2, z2, w2, d2,
+                    tid, double_sided, blend, y_lo, y_hi, lw, lh, lbase, vis_opaque, vis_blend,
+                )  # fmt: skip
+            elif in1:
+                clip_one(
+                    x1, y1, z1, w1, d1, x2, y2, z2, w2, d2, x0, y0, z0, w0, d0,
+                    tid, double_sided, blend, y_lo, y_hi, lw, lh, lbase, vis_opaque, vis_blend,
+                )  # fmt: skip
+            else:
+                clip_one(
+                    x2, y2, z2, w2, d2, x0, y0, z0, w0, d0, x1, y1, z1, w1, d1,
+                    tid, double_sided, blend, y_lo, y_hi, lw, lh, lbase, vis_opaque, vis_blend,
+                )  # fmt: skip
+        elif n_in == 2:  # rotate so that the outside vertex comes last
+            if not in2:
+                clip_two(
+                    x0, y0, z0, w0, d0, x1, y1, z1, w1, d1, x2, y2, z2, w2, d2,
+                    tid, double_sided, blend, y_lo, y_hi, lw, lh, lbase, vis_opaque, vis_blend,
+                )  # fmt: skip
+            elif not in0:
+                clip_two(
+                    x1, y1, z1, w1, d1, x2, y2, z2, w2, d2, x0, y0, z0, w0, d0,
+                    tid, double_sided, blend, y_lo, y_hi, lw, lh, lbase, vis_opaque, vis_blend,
+                )  # fmt: skip
+            else:
+                clip_two(
+                    x2, y2, z2, w2, d2, x0, y0, z0, w0, d0, x1, y1, z1, w1, d1,
+                    tid, double_sided, blend, y_lo, y_hi, lw, lh, lbase, vis_opaque, vis_blend,
+                )  # fmt: skip
+
+    return band_planes, raster_tri
+
+
+@cpu_device
+def _store_cpu(buf, i, word):
+    if word < buf[i]:
+        buf[i] = word
+
+
+_cpu_function = numba.njit(cache=True, nogil=True, fastmath=False)
+"""The CPU pixel loop (`raster_sub`) is an ordinary call: cpu_device's IR-level
+inline="always" would copy it into its 6 call sites and made the first compile take
+minutes. The per-triangle code around it is inlined into the kernel's loop (an ordinary call
+passing ~10 arrays costs more than rejecting a triangle)."""
+
+_band_planes_cpu, _raster_tri_cpu = make_raster_math(cpu_device, _store_cpu, _cpu_function)
+
+
+@numba.njit(cache=True, nogil=True)
+def _band_layout(s_lh, n_sessions, n_workers):
+    """(band rows, bands per session): about 4 work items per worker over the batch, so a
+    single session still keeps every core busy, and 1 band per session for big batches."""
+    max_h = 0
+    for s in range(n_sessions):
+        max_h = max(max_h, s_lh[s])
+    per_session = max(1, (4 * n_workers + n_sessions - 1) // n_sessions)
+    band = max(MIN_BAND_ROWS, (max_h + per_session - 1) // per_session)
+    return band, max(1, (max_h + band - 1) // band)
+
+
+@cpu_kernel()
+def _clear_cpu_kernel(s_lw, s_lh, s_lbase, n_sessions, band, n_bands, vis_opaque, vis_blend):
+    for item in numba.prange(n_sessions * n_bands):
+        s = item // n_bands
+        y_lo = (item % n_bands) * band
+        y_hi = min(y_lo + band, s_lh[s])
+        for i in range(s_lbase[s] + y_lo * s_lw[s], s_lbase[s] + y_hi * s_lw[s]):
+            vis_opaque[i] = EMPTY
+            vis_blend[i] = EMPTY
+
+
+@cpu_kernel()
+def _raster_cpu_kernel(
+    clip, tris, tri_mat, mat_alpha_mode, mat_double_sided,
+    s_tbase, s_tcount, s_obase, s_lw, s_lh, s_lbase, n_sessions,
+    band, n_bands, clear, vis_opaque, vis_blend,
+):  # fmt: skip
+    for item in numba.prange(n_sessions * n_bands):
+        s = item // n_bands
+        y_lo = (item % n_bands) * band
+        lh = s_lh[s]
+        if y_lo >= lh or s_lw[s] <= 0:
+            continue
+        y_hi = min(y_lo + band, lh)
+        if clear:
+            for i in range(s_lbase[s] + y_lo * s_lw[s], s_lbase[s] + y_hi * s_lw[s]):
+                vis_opaque[i] = EMPTY
+                vis_blend[i] = EMPTY
+        a_lo, a_hi, a_x = _band_planes_cpu(y_lo, y_hi, s_lw[s], lh)
+        for blend in range(2):  # the opaque pass completes in this band before the blend one
+            for t in range(s_tcount[s]):
+                _raster_tri_cpu(
+                    s, t, blend, y_lo, y_hi, a_lo, a_hi, a_x, clip, tris, tri_mat,
+                    mat_alpha_mode, mat_double_sided, s_tbase, s_obase, s_lw, s_lh, s_lbase,
+                    vis_opaque, vis_blend,
+                )  # fmt: skip
+
+
+def clear_vis_cpu(
+    s_lw: np.ndarray,
+    s_lh: np.ndarray,
+    s_lbase: np.ndarray,
+    n_sessions: int,
+    vis_opaque: np.ndarray,
+    vis_blend: np.ndarray,
+) -> None:
+    """Set each session's layer region of both visibility buffers to empty (all ones)."""
+    if n_sessions <= 0:
+        return
+    n = np.int64(n_sessions)
+    band, n_bands = _band_layout(s_lh, n, np.int64(numba.get_num_threads()))
+    _clear_cpu_kernel(s_lw, s_lh, s_lbase, n, band, n_bands, vis_opaque, vis_blend)
+
+
+def raster_cpu(
+    clip: np.ndarray,
+    tris: np.ndarray,
+    tri_mat: np.ndarray,
+    mat_alpha_mode: np.ndarray,
+    mat_double_sided: np.ndarray,
+    s_tbase: np.ndarray,
+    s_tcount: np.ndarray,
+    s_obase: np.ndarray,
+    s_lw: np.ndarray,
+    s_lh: np.ndarray,
+    s_lbase: np.ndarray,
+    n_sessions: int,
+    vis_opaque: np.ndarray,
+    vis_blend: np.ndarray,
+    clear: bool = True,
+) -> None:
+    """Both visibility passes for sessions 0..n_sessions-1 (clearing their layers first)."""
+    if n_sessions <= 0:
+        return
+    n = np.int64(n_sessions)
+    band, n_bands = _band_layout(s_lh, n, np.int64(numba.get_num_threads()))
+    _raster_cpu_kernel(
+        clip, tris, tri_mat, mat_alpha_mode, mat_double_sided,
+        s_tbase, s_tcount, s_obase, s_lw, s_lh, s_lbase, n,
+        band, n_bands, bool(clear), vis_opaque, vis_blend,
+    )  # fmt: skip
+
+
+@functools.cache
+def _cuda_kernels() -> tuple[Any, Any]:
+    global cuda  # a module global: the simulator swaps `cuda` only in kernel globals
+    cuda = cuda_module()
+
+    @cuda.jit(device=True, inline=True)
+    def store(buf, i, word):
+        if word < buf[i]:  # racy read, but values only decrease: skips most atomics
+            cuda.atomic.min(buf, i, word)
+
+    band_planes, raster_tri = make_raster_math(cuda_device(), store)
+
+    @cuda.jit
+    def raster_kernel(
+        clip, tris, tri_mat, mat_alpha_mode, mat_double_sided,
+        s_tbase, s_tcount, s_obase, s_lw, s_lh, s_lbase, blend, vis_opaque, vis_blend,
+    ):  # fmt: skip
+        s = cuda.blockIdx.y
+        count = s_tcount[s]
+        lh = s_lh[s]
+        a_lo, a_hi, a_x = band_planes(0, lh, s_lw[s], lh)
+        stride = cuda.gridDim.x * cuda.blockDim.x
+        for t in range(cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x, count, stride):
+            raster_tri(
+                s, t, blend, 0, lh, a_lo, a_hi, a_x, clip, tris, tri_mat, mat_alpha_mode,
+                mat_double_sided, s_tbase, s_obase, s_lw, s_lh, s_lbase, vis_opaque, vis_blend,
+            )  # fmt: skip
+
+    @cuda.jit
+    def clear_kernel(s_lw, s_lh, s_lbase, vis_opaque, vis_blend):
+        s = cuda.blockIdx.y
+        base = s_lbase[s]
+        count = s_lw[s] * s_lh[s]
+        stride = cuda.gridDim.x * cuda.blockDim.x
+        empty = np.uint64(0xFFFFFFFFFFFFFFFF)
+        for i in range(cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x, count, stride):
+            vis_opaque[base + i] = empty
+            vis_blend[base + i] = empty
+
+    return raster_kernel, clear_kernel
+
+
+def _grid_x(bound: int, n_sessions: int) -> int:
+    """Blocks along x: enough for `bound` items of one session, no more than the batch
+    needs to fill the GPU (threads stride over the rest)."""
+    need = max(1, -(-bound // CUDA_BLOCK))
+    return max(1, min(need, CUDA_TARGET_BLOCKS // max(1, n_sessions)))
+
+
+def clear_vis_cuda(
+    s_lw: Any,
+    s_lh: Any,
+    s_lbase: Any,
+    n_sessions: int,
+    vis_opaque: Any,
+    vis_blend: Any,
+    stream: Any = 0,
+) -> None:
+    """CUDA twin of `clear_vis_cpu`: one launch, grid (pixel blocks, sessions)."""
+    if n_sessions <= 0:
+        return
+    grid = (_grid_x(int(vis_opaque.shape[0]), n_sessions), int(n_sessions))
+    _cuda_kernels()[1][grid, CUDA_BLOCK, stream](s_lw, s_lh, s_lbase, vis_opaque, vis_blend)
+
+
+def raster_cuda(
+    clip: Any,
+    tris: Any,
+    tri_mat: Any,
+    mat_alpha_mode: Any,
+    mat_double_sided: Any,
+    s_tbase: Any,
+    s_tcount: Any,
+    s_obase: Any,
+    s_lw: Any,
+    s_lh: Any,
+    s_lbase: Any,
+    n_sessions: int,
+    vis_opaque: Any,
+    vis_blend: Any,
+    clear: bool = True,
+    stream: Any = 0,
+) -> None:
+    """CUDA twin of `raster_cpu`: clear, opaque pass, blend pass (three launches, one
+    stream). One thread per (session, triangle); the pool's triangle count bounds every
+    session's, so the grid is sized without reading session rows back from the device."""
+    if n_sessions <= 0:
+        return
+    if clear:
+        clear_vis_cuda(s_lw, s_lh, s_lbase, n_sessions, vis_opaque, vis_blend, stream)
+    kernel = _cuda_kernels()[0]
+    grid = (_grid_x(int(tris.shape[0]), n_sessions), int(n_sessions))
+    for blend in (0, 1):
+        kernel[grid, CUDA_BLOCK, stream](
+            clip, tris, tri_mat, mat_alpha_mode, mat_double_sided,
+            s_tbase, s_tcount, s_obase, s_lw, s_lh, s_lbase, blend, vis_opaque, vis_blend,
+        )  # fmt: skip
