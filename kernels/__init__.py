@@ -34,6 +34,13 @@ Per-session rows (persistent arrays; row s describes session s of this tick)
     s_bgbase i64  the background, already NV12, same layout, in the background pool
     s_lx, s_ly i32  top-left of the avatar layer in the frame
     s_rect [N,4] i32  (x0,y0,x1,y1) even-aligned region of the frame to recomposite
+    s_ov_start, s_ov_count [N] i32  the session's overlays in the overlay table, z ascending
+
+Overlay table (scene layers: product cards, captions, the AI-content label)
+    ov_x, ov_y, ov_w, ov_h [K] i32  placement in the frame (may overhang it)
+    ov_base [K] i64  first pixel row in ov_pixels [P,4] u8 (premultiplied sRGB RGBA)
+    ov_opacity [K] f32, ov_z [K] i32  z < 0 behind the avatar, z >= 0 in front
+    An empty table is passed as one-row dummy arrays (numba needs typed arrays).
 
 Conventions
     Layer pixel (x, y) has its centre at (x + 0.5, y + 0.5); y grows downwards.

@@ -44,7 +44,7 @@ def suggest_cameras(
         head = joint_rest_world[head_index][:3, 3].astype(np.float64)
         skull = max(float(hi[1]) - head[1], 0.05)  # head bone to the top of the hair
         spans = {"head": (head[1] - 0.55 * skull, hi[1] + 0.12 * skull),
-                 "bust": (head[1] - 2.4 * skull, hi[1] + 0.2 * skull)}  # fmt: skip
+                 "bust": (head[1] - 1.6 * skull, hi[1] + 0.15 * skull)}  # fmt: skip
         cx, cz = head[0], head[2]
     else:
         spans = {"head": (hi[1] - 0.15 * total, hi[1] + 0.02 * total),

@@ -1,0 +1,489 @@
+"""The Renderer: every due session rendered in one batched pass per stage.
+
+API used by the engine (server) and the command line:
+
+    renderer = Renderer(device="auto")                  # "auto" | "cpu" | "cuda"
+    slot = renderer.open(avatar, 1280, 720, Scene())    # persistent per-session state
+    renderer.set_scene(slot, scene)                     # recompiles background/overlays once
+    renderer.render(slots, expressions, head, eyes)     # one tick for the given slots
+    nv12 = renderer.frame(slot)                         # host NV12 view, valid until next render
+    renderer.close(slot)
+
+Pose arrays are rows aligned with `slots`: expressions [N, len(VOCABULARY)] float32 in
+vocabulary order, head [N, 3] (yaw, pitch, roll degrees), eyes [N, 4] (left yaw, left
+pitch, right yaw, right pitch degrees). See render.rig for the angle conventions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import NamedTuple
+
+import numpy as np
+
+from avatarfarm.kernels import composite, deform, raster, shade
+from avatarfarm.kernels.backend import resolve_backend
+
+from .arena import Arena, grow
+from .asset import AvatarAsset
+from .camera import frame_view_projection, layer_rect, layer_view_projection
+from .pool import MeshPool
+from .rig import P as PALETTE_SLOTS
+from .scene import CompiledScene, Scene, compile_scene
+
+LIGHT = np.array([0.25, 0.45, 0.86, 0.38], np.float32)  # towards the key light; ambient in w
+MAX_FRAME_SIDE = 4096
+
+
+@dataclass
+class _Slot:
+    avatar: int
+    width: int
+    height: int
+    scene: Scene
+    compiled: CompiledScene
+    frame_base: int
+    bg_base: int
+    bg_size: int
+    bg_frames: int
+
+
+class Renderer:
+    """Batched renderer over one backend; see the module docstring for the API."""
+
+    def __init__(
+        self, device: str = "auto", *, enforce_label: bool = False, label_text: str | None = None
+    ) -> None:
+        self.backend = resolve_backend(device)
+        self.enforce_label = enforce_label
+        self.label_text = label_text
+        self.pool = MeshPool()
+        self._slots: list[_Slot | None] = []
+        self._free_slots: list[int] = []
+        self._frames = Arena()
+        self._backgrounds = Arena()
+        self._overlays_stale = True
+        self._background_version = 0
+        cap = 0
+        # Per-slot persistent rows, gathered into per-tick rows by index.
+        self._slot_avatar = np.zeros(cap, np.int32)
+        self._slot_frame = np.zeros((cap, 3), np.int64)  # fw, fh, fbase
+        self._slot_bg = np.zeros((cap, 3), np.int64)  # base, size, frame count
+        self._slot_layer = np.zeros((cap, 4), np.int32)  # lx, ly, lw, lh
+        self._slot_viewproj = np.zeros((cap, 4, 4), np.float32)
+        self._slot_dirty = np.zeros(cap, bool)
+        self._slot_tick = np.zeros(cap, np.int64)
+        self._slot_ov = np.zeros((cap, 2), np.int32)  # start, count in the overlay table
+        self._rows = _Rows()
+        self._scratch = _Scratch()
+        self._device = None if self.backend == "cpu" else _DeviceMirror()
+        self.stage_seconds: dict[str, float] | None = None  # set to {} to time each stage
+
+    @contextlib.contextmanager
+    def _stage(self, name: str):
+        """Accumulate a stage's wall time when profiling (waits for the GPU on CUDA)."""
+        if self.stage_seconds is None:
+            yield
+            return
+        start = time.perf_counter()
+        yield
+        if self._device is not None:
+            self._device.cuda.synchronize()
+        self.stage_seconds[name] = self.stage_seconds.get(name, 0.0) + time.perf_counter() - start
+
+    # -- sessions ---------------------------------------------------------------------------
+
+    def open(self, avatar: AvatarAsset, width: int, height: int, scene: Scene | None = None) -> int:
+        """Start rendering `avatar` at width x height; returns the slot used by render()."""
+        if (
+            width % 2
+            or height % 2
+            or not (16 <= width <= MAX_FRAME_SIDE)
+            or not (16 <= height <= MAX_FRAME_SIDE)
+        ):
+            raise ValueError(f"frame size {width}x{height}: sides must be even, 16..4096")
+        scene = scene or Scene()
+        compiled = self._compile(scene, width, height)
+        avatar_index = self.pool.add(avatar)
+        slot = self._free_slots.pop() if self._free_slots else self._new_slot()
+        size = width * height * 3 // 2
+        frame_base = self._frames.alloc(size)
+        self._slots[slot] = _Slot(avatar_index, width, height, scene, compiled, frame_base, 0, 0, 0)
+        self._slot_avatar[slot] = avatar_index
+        self._slot_frame[slot] = (width, height, frame_base)
+        self._install_scene(slot, scene, compiled)
+        return slot
+
+    def set_scene(self, slot: int, scene: Scene) -> None:
+        """Change background, framing, overlays or label; applied from the next frame."""
+        state = self._slot(slot)
+        compiled = self._compile(scene, state.width, state.height)
+        self._backgrounds.free(state.bg_base, state.bg_size * state.bg_frames)
+        self._install_scene(slot, scene, compiled)
+
+    def close(self, slot: int) -> None:
+        state = self._slot(slot)
+        self._frames.free(state.frame_base, state.width * state.height * 3 // 2)
+        self._backgrounds.free(state.bg_base, state.bg_size * state.bg_frames)
+        self._slots[slot] = None
+        self._free_slots.append(slot)
+        self._slot_ov[slot] = 0
+        self._overlays_stale = True
+
+    def frame(self, slot: int) -> np.ndarray:
+        """The slot's last NV12 frame (a view into the host frame buffer)."""
+        state = self._slot(slot)
+        return self._frames.view(state.frame_base, state.width * state.height * 3 // 2)
+
+    def frame_size(self, slot: int) -> tuple[int, int]:
+        state = self._slot(slot)
+        return state.width, state.height
+
+    @property
+    def session_count(self) -> int:
+        return sum(s is not None for s in self._slots)
+
+    # -- one tick ---------------------------------------------------------------------------
+
+    def render(
+        self, slots: np.ndarray, expressions: np.ndarray, head: np.ndarray, eyes: np.ndarray
+    ) -> None:
+        """Render one frame for each slot in `slots` (pose rows aligned with it)."""
+        slots = np.asarray(slots, np.int64)
+        n = len(slots)
+        if n == 0:
+            return
+        if self._overlays_stale:
+            self._rebuild_overlays()
+        # Sessions of one avatar must be contiguous for the per-avatar rigs.
+        avatar = self._slot_avatar[slots]
+        order = np.argsort(avatar, kind="stable")
+        slots, avatar = slots[order], avatar[order]
+        rows = self._rows.pack(self, slots, avatar, n)
+        for index, start, stop in _runs(avatar):
+            pooled = self.pool.avatars[index]
+            m = len(pooled.asset.target_names)
+            pooled.expressions.evaluate(
+                expressions[order[start:stop]], out=rows.weights[start:stop, :m]
+            )
+            pooled.pose.palette(
+                head[order[start:stop]], eyes[order[start:stop]], out=rows.palette[start:stop]
+            )
+        scratch = self._scratch.ensure(rows, n)
+        if self._device is None:
+            self._launch(
+                CPU_KERNELS, self.pool, rows, scratch, self._ov,
+                self._backgrounds.data, self._frames.data, n,
+            )  # fmt: skip
+        else:
+            self._device.render(self, rows, scratch, n)
+        self._slot_dirty[slots] = self._slot_bg[slots, 2] > 1  # video backgrounds redraw all
+        self._slot_tick[slots] += 1
+
+    def _launch(self, k: _Kernels, p, rows, scratch, o, backgrounds, frames, n: int) -> None:
+        """The four stages, one launch each for the whole batch; host or device arrays."""
+        h = self._rows  # launch extents are host integers
+        with self._stage("deform"):
+            k.deform(
+                p.base_pos, p.base_nrm, p.morph_offsets, p.morph_target, p.morph_dpos,
+                p.morph_dnrm, p.skin_slot, p.skin_weight, rows.vbase, rows.vcount, rows.obase,
+                rows.weights, rows.palette, rows.viewproj, n, scratch.clip, scratch.wnrm,
+            )  # fmt: skip
+        with self._stage("raster"):
+            k.raster(
+                scratch.clip, p.tris, p.tri_mat, p.mat_alpha_mode, p.mat_double_sided,
+                rows.tbase, rows.tcount, rows.obase, rows.lw, rows.lh, rows.lbase, n,
+                scratch.vis_opaque, scratch.vis_blend,
+            )  # fmt: skip
+        with self._stage("shade"):
+            k.shade(
+                n, h.max_lw, h.max_lh, scratch.clip, scratch.wnrm, p.uv, p.tris, p.tri_mat,
+                p.mat_base_color, p.mat_texture, p.mat_uv_transform, p.mat_alpha_mode,
+                p.mat_alpha_cutoff, p.mat_shading, p.mat_shade_color, p.mat_toony, p.mat_shift,
+                p.tex_pixels, p.tex_offset, p.tex_size, rows.vbase, rows.tbase, rows.obase,
+                rows.light, rows.lw, rows.lh, rows.lbase, scratch.vis_opaque, scratch.vis_blend,
+                scratch.rgba,
+            )  # fmt: skip
+        with self._stage("composite"):
+            k.composite(
+                n, h.max_rw, h.max_rh, scratch.rgba, rows.lw, rows.lh, rows.lbase, rows.lx,
+                rows.ly, rows.fw, rows.fh, rows.fbase, rows.bgbase, rows.rect, rows.ov_start,
+                rows.ov_count, o.x, o.y, o.w, o.h, o.base, o.opacity, o.z, o.pixels,
+                backgrounds, frames,
+            )  # fmt: skip
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _slot(self, slot: int) -> _Slot:
+        if not (0 <= slot < len(self._slots)) or self._slots[slot] is None:
+            raise KeyError(f"no render slot {slot}")
+        return self._slots[slot]  # type: ignore[return-value]
+
+    def _new_slot(self) -> int:
+        slot = len(self._slots)
+        self._slots.append(None)
+        need = slot + 1
+        self._slot_avatar = grow(self._slot_avatar, need)
+        self._slot_frame = grow(self._slot_frame, need)
+        self._slot_bg = grow(self._slot_bg, need)
+        self._slot_layer = grow(self._slot_layer, need)
+        self._slot_viewproj = grow(self._slot_viewproj, need)
+        self._slot_dirty = grow(self._slot_dirty, need)
+        self._slot_tick = grow(self._slot_tick, need)
+        self._slot_ov = grow(self._slot_ov, need)
+        return slot
+
+    def _compile(self, scene: Scene, width: int, height: int) -> CompiledScene:
+        return compile_scene(
+            scene, width, height, enforce_label=self.enforce_label, label_text=self.label_text
+        )
+
+    def _install_scene(self, slot: int, scene: Scene, compiled: CompiledScene) -> None:
+        state = self._slot(slot)
+        size = state.width * state.height * 3 // 2
+        count = len(compiled.backgrounds)
+        base = self._backgrounds.alloc(size * count)
+        for i, nv12 in enumerate(compiled.backgrounds):
+            self._backgrounds.data[base + i * size : base + (i + 1) * size] = nv12.reshape(-1)
+        self._background_version += 1
+        state.scene, state.compiled = scene, compiled
+        state.bg_base, state.bg_size, state.bg_frames = base, size, count
+        self._slot_bg[slot] = (base, size, count)
+
+        asset = self.pool.avatars[state.avatar].asset
+        camera = asset.cameras[scene.framing]
+        frame_vp = frame_view_projection(camera, state.width, state.height, scene.placement)
+        lo, hi = asset.bounds
+        rect = layer_rect(frame_vp, lo, hi, state.width, state.height)
+        if rect.empty:
+            self._slot_layer[slot] = (0, 0, 0, 0)
+            self._slot_viewproj[slot] = frame_vp
+        else:
+            self._slot_layer[slot] = (rect.x0, rect.y0, rect.width, rect.height)
+            self._slot_viewproj[slot] = layer_view_projection(
+                frame_vp, rect, state.width, state.height
+            )
+        self._slot_dirty[slot] = True
+        self._overlays_stale = True
+
+    def _rebuild_overlays(self) -> None:
+        """Pool every session's overlays into one table (runs when a scene changes)."""
+        xs, ys, ws, hs, bases, opacity, zs, images = [], [], [], [], [], [], [], []
+        pixel_count = 0
+        for slot, state in enumerate(self._slots):
+            if state is None:
+                continue
+            self._slot_ov[slot] = (len(xs), len(state.compiled.layers))
+            for layer in state.compiled.layers:
+                h, w = layer.rgba.shape[:2]
+                xs.append(layer.x), ys.append(layer.y), ws.append(w), hs.append(h)
+                bases.append(pixel_count), opacity.append(layer.opacity), zs.append(layer.z)
+                images.append(layer.rgba.reshape(-1, 4))
+                pixel_count += w * h
+        self._ov = _Overlays(
+            x=np.array(xs or [0], np.int32),
+            y=np.array(ys or [0], np.int32),
+            w=np.array(ws or [0], np.int32),
+            h=np.array(hs or [0], np.int32),
+            base=np.array(bases or [0], np.int64),
+            opacity=np.array(opacity or [0.0], np.float32),
+            z=np.array(zs or [0], np.int32),
+            pixels=np.ascontiguousarray(
+                np.concatenate(images) if images else np.zeros((1, 4), np.uint8)
+            ),
+        )
+        self._overlays_stale = False
+        self._slot_dirty[:] = True
+        if self._device is not None:
+            self._device.overlays_version += 1
+
+
+class _Kernels(NamedTuple):
+    deform: object
+    raster: object
+    shade: object
+    composite: object
+
+
+CPU_KERNELS = _Kernels(
+    deform.deform_cpu, raster.raster_cpu, shade.shade_cpu, composite.composite_cpu
+)
+CUDA_KERNELS = _Kernels(
+    deform.deform_cuda, raster.raster_cuda, shade.shade_cuda, composite.composite_cuda
+)
+OVERLAY_FIELDS = ("x", "y", "w", "h", "base", "opacity", "z", "pixels")
+SCRATCH_FIELDS = ("clip", "wnrm", "vis_opaque", "vis_blend", "rgba")
+
+
+@dataclass
+class _Overlays:
+    x: np.ndarray
+    y: np.ndarray
+    w: np.ndarray
+    h: np.ndarray
+    base: np.ndarray
+    opacity: np.ndarray
+    z: np.ndarray
+    pixels: np.ndarray
+
+
+def _runs(values: np.ndarray):
+    """(value, start, stop) for each run of equal values in a sorted array."""
+    edges = np.flatnonzero(np.diff(values)) + 1
+    starts = np.concatenate(([0], edges))
+    stops = np.concatenate((edges, [len(values)]))
+    return zip(values[starts].tolist(), starts.tolist(), stops.tolist(), strict=True)
+
+
+class _Rows:
+    """Per-tick session rows (kernels/__init__ layout), persistent and grown by doubling."""
+
+    def __init__(self) -> None:
+        self.capacity = 0
+        self.max_targets = 0
+
+    def pack(self, r: Renderer, slots: np.ndarray, avatar: np.ndarray, n: int) -> _Rows:
+        if n > self.capacity or r.pool.max_targets > self.max_targets:
+            self._allocate(max(n, 2 * self.capacity, 8), max(r.pool.max_targets, self.max_targets))
+        pool = r.pool
+        ranges = pool.ranges[avatar]
+        self.vbase[:n], self.vcount[:n] = ranges[:, 0], ranges[:, 1]
+        self.tbase[:n], self.tcount[:n] = ranges[:, 2], ranges[:, 3]
+        np.cumsum(self.vcount[: n - 1], out=self.obase[1:n])
+        layer = r._slot_layer[slots]
+        self.lx[:n], self.ly[:n], self.lw[:n], self.lh[:n] = layer.T
+        area = self.lw[:n].astype(np.int64) * self.lh[:n]
+        np.cumsum(area[: n - 1], out=self.lbase[1:n])
+        frame = r._slot_frame[slots]
+        self.fw[:n], self.fh[:n], self.fbase[:n] = frame.T
+        bg = r._slot_bg[slots]
+        self.bgbase[:n] = bg[:, 0] + (r._slot_tick[slots] % np.maximum(bg[:, 2], 1)) * bg[:, 1]
+        dirty = r._slot_dirty[slots]
+        self.rect[:n, 0] = np.where(dirty, 0, self.lx[:n])
+        self.rect[:n, 1] = np.where(dirty, 0, self.ly[:n])
+        self.rect[:n, 2] = np.where(dirty, self.fw[:n], self.lx[:n] + self.lw[:n])
+        self.rect[:n, 3] = np.where(dirty, self.fh[:n], self.ly[:n] + self.lh[:n])
+        self.viewproj[:n] = r._slot_viewproj[slots]
+        ov = r._slot_ov[slots]
+        self.ov_start[:n], self.ov_count[:n] = ov[:, 0], ov[:, 1]
+        self.weights[:n] = 0.0
+        self.n = n
+        self.total_vertices = int(self.obase[n - 1] + self.vcount[n - 1])
+        self.total_pixels = int(self.lbase[n - 1] + area[n - 1])
+        self.max_lw, self.max_lh = int(self.lw[:n].max()), int(self.lh[:n].max())
+        self.max_rw = int((self.rect[:n, 2] - self.rect[:n, 0]).max())
+        self.max_rh = int((self.rect[:n, 3] - self.rect[:n, 1]).max())
+        return self
+
+    def _allocate(self, capacity: int, max_targets: int) -> None:
+        self.capacity, self.max_targets = capacity, max_targets
+        i32 = lambda *shape: np.zeros((capacity, *shape), np.int32)  # noqa: E731
+        i64 = lambda *shape: np.zeros((capacity, *shape), np.int64)  # noqa: E731
+        self.vbase, self.vcount, self.tbase, self.tcount, self.obase = (i32() for _ in range(5))
+        self.lx, self.ly, self.lw, self.lh, self.fw, self.fh = (i32() for _ in range(6))
+        self.lbase, self.fbase, self.bgbase = i64(), i64(), i64()
+        self.rect = i32(4)
+        self.ov_start, self.ov_count = i32(), i32()
+        self.weights = np.zeros((capacity, max(max_targets, 1)), np.float32)
+        self.palette = np.zeros((capacity, PALETTE_SLOTS, 3, 4), np.float32)
+        self.viewproj = np.zeros((capacity, 4, 4), np.float32)
+        self.light = np.tile(LIGHT, (capacity, 1))
+
+
+class _Scratch:
+    """Per-tick intermediate buffers (deformed vertices, visibility, layer colour)."""
+
+    def __init__(self) -> None:
+        self.clip = np.zeros((0, 4), np.float32)
+        self.wnrm = np.zeros((0, 3), np.float32)
+        self.vis_opaque = np.zeros(0, np.uint64)
+        self.vis_blend = np.zeros(0, np.uint64)
+        self.rgba = np.zeros((0, 4), np.uint8)
+
+    def ensure(self, rows: _Rows, n: int) -> _Scratch:
+        v, px = max(rows.total_vertices, 1), max(rows.total_pixels, 1)
+        self.clip, self.wnrm = grow(self.clip, v), grow(self.wnrm, v)
+        self.vis_opaque, self.vis_blend = grow(self.vis_opaque, px), grow(self.vis_blend, px)
+        self.rgba = grow(self.rgba, px)
+        return self
+
+
+class _DeviceMirror:
+    """Device copies for the CUDA backend: pools re-uploaded when they change, per-tick rows
+    copied into persistent device arrays, frames composited on the device and copied back
+    once per tick for host encoders (x264); NVENC would read the device frames directly."""
+
+    POOL_FIELDS = (
+        "base_pos", "base_nrm", "uv", "morph_offsets", "morph_target", "morph_dpos",
+        "morph_dnrm", "skin_slot", "skin_weight", "tris", "tri_mat", "mat_base_color",
+        "mat_texture", "mat_uv_transform", "mat_alpha_mode", "mat_alpha_cutoff",
+        "mat_double_sided", "mat_shading", "mat_shade_color", "mat_toony", "mat_shift",
+        "tex_pixels", "tex_offset", "tex_size",
+    )  # fmt: skip
+    ROW_FIELDS = (
+        "vbase", "vcount", "tbase", "tcount", "obase", "lx", "ly", "lw", "lh", "fw", "fh",
+        "lbase", "fbase", "bgbase", "rect", "ov_start", "ov_count", "weights", "palette",
+        "viewproj", "light",
+    )  # fmt: skip
+
+    def __init__(self) -> None:
+        from avatarfarm.kernels.backend import cuda_module
+
+        self.cuda = cuda_module()
+        self.arrays: dict[str, object] = {}
+        self.pool_version = -1
+        self.overlays_version = 0
+        self._uploaded_overlays = -1
+        self._uploaded_backgrounds: tuple[int, int] = (-1, -1)
+        self.pool: SimpleNamespace | None = None
+        self.overlays: SimpleNamespace | None = None
+
+    def _put(self, name: str, host: np.ndarray):
+        """Copy `host` into the persistent device array `name`, reallocating on a new shape."""
+        dev = self.arrays.get(name)
+        if dev is None or dev.shape != host.shape or dev.dtype != host.dtype:
+            dev = self.cuda.to_device(host)
+            self.arrays[name] = dev
+        else:
+            dev.copy_to_device(host)
+        return dev
+
+    def _scratch(self, name: str, host: np.ndarray):
+        """A device array shaped like `host`, contents left to the kernels."""
+        dev = self.arrays.get(name)
+        if dev is None or dev.shape != host.shape:
+            dev = self.cuda.device_array(host.shape, host.dtype)
+            self.arrays[name] = dev
+        return dev
+
+    def render(self, r: Renderer, rows: _Rows, scratch: _Scratch, n: int) -> None:
+        """Bring the device copies up to date, launch the stages, copy the frames back."""
+        if r.pool.version != self.pool_version:
+            self.pool = _mirror(self._put, "pool.", r.pool, self.POOL_FIELDS)
+            self.pool_version = r.pool.version
+        if self._uploaded_overlays != self.overlays_version:
+            self.overlays = _mirror(self._put, "ov.", r._ov, OVERLAY_FIELDS)
+            self._uploaded_overlays = self.overlays_version
+        stamp = (id(r._backgrounds.data), r._background_version)
+        if stamp != self._uploaded_backgrounds:
+            self._put("backgrounds", r._backgrounds.data)
+            self._uploaded_backgrounds = stamp
+        frames = r._frames.data
+        if "frames" not in self.arrays or self.arrays["frames"].shape != frames.shape:
+            self._put("frames", frames)
+        device_rows = _mirror(self._put, "row.", rows, self.ROW_FIELDS)
+        device_scratch = _mirror(self._scratch, "scratch.", scratch, SCRATCH_FIELDS)
+        r._launch(
+            CUDA_KERNELS, self.pool, device_rows, device_scratch, self.overlays,
+            self.arrays["backgrounds"], self.arrays["frames"], n,
+        )  # fmt: skip
+        with r._stage("download"):
+            self.arrays["frames"].copy_to_host(frames)
+
+
+def _mirror(put, prefix: str, source, fields) -> SimpleNamespace:
+    """A namespace of device arrays mirroring `fields` of `source` via `put`."""
+    return SimpleNamespace(**{name: put(prefix + name, getattr(source, name)) for name in fields})
