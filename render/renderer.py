@@ -43,6 +43,7 @@ class _Slot:
     avatar: int
     width: int
     height: int
+    fps: float
     scene: Scene
     compiled: CompiledScene
     frame_base: int
@@ -96,8 +97,16 @@ class Renderer:
 
     # -- sessions ---------------------------------------------------------------------------
 
-    def open(self, avatar: AvatarAsset, width: int, height: int, scene: Scene | None = None) -> int:
-        """Start rendering `avatar` at width x height; returns the slot used by render()."""
+    def open(
+        self,
+        avatar: AvatarAsset,
+        width: int,
+        height: int,
+        scene: Scene | None = None,
+        fps: float = 30.0,
+    ) -> int:
+        """Start rendering `avatar` at width x height; returns the slot used by render().
+        `fps` paces a video background (one decoded frame per rendered frame)."""
         if (
             width % 2
             or height % 2
@@ -106,12 +115,14 @@ class Renderer:
         ):
             raise ValueError(f"frame size {width}x{height}: sides must be even, 16..4096")
         scene = scene or Scene()
-        compiled = self._compile(scene, width, height)
+        compiled = self._compile(scene, width, height, fps)
         avatar_index = self.pool.add(avatar)
         slot = self._free_slots.pop() if self._free_slots else self._new_slot()
         size = width * height * 3 // 2
         frame_base = self._frames.alloc(size)
-        self._slots[slot] = _Slot(avatar_index, width, height, scene, compiled, frame_base, 0, 0, 0)
+        self._slots[slot] = _Slot(
+            avatar_index, width, height, fps, scene, compiled, frame_base, 0, 0, 0
+        )
         self._slot_avatar[slot] = avatar_index
         self._slot_frame[slot] = (width, height, frame_base)
         self._install_scene(slot, scene, compiled)
@@ -120,7 +131,7 @@ class Renderer:
     def set_scene(self, slot: int, scene: Scene) -> None:
         """Change background, framing, overlays or label; applied from the next frame."""
         state = self._slot(slot)
-        compiled = self._compile(scene, state.width, state.height)
+        compiled = self._compile(scene, state.width, state.height, state.fps)
         self._backgrounds.free(state.bg_base, state.bg_size * state.bg_frames)
         self._install_scene(slot, scene, compiled)
 
@@ -236,9 +247,14 @@ class Renderer:
         self._slot_ov = grow(self._slot_ov, need)
         return slot
 
-    def _compile(self, scene: Scene, width: int, height: int) -> CompiledScene:
+    def _compile(self, scene: Scene, width: int, height: int, fps: float) -> CompiledScene:
         return compile_scene(
-            scene, width, height, enforce_label=self.enforce_label, label_text=self.label_text
+            scene,
+            width,
+            height,
+            fps=fps,
+            enforce_label=self.enforce_label,
+            label_text=self.label_text,
         )
 
     def _install_scene(self, slot: int, scene: Scene, compiled: CompiledScene) -> None:
