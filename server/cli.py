@@ -60,6 +60,14 @@ def _render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from .serve import serve
+
+    return serve(
+        host=args.host, port=args.port, device=args.device, config=args.config, demo=args.demo
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="avatarfarm", description="Batched avatar render and streaming server."
@@ -96,6 +104,16 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     render.add_argument("--out", required=True, help="frame.png | frame.jpg | clip.mp4")
     render.set_defaults(run=_render)
+
+    serve = commands.add_parser("serve", help="run the render server (HTTP API + console)")
+    serve.add_argument("--host", default=None, help="listen address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="listen port (default 8080)")
+    serve.add_argument("--device", default=None, choices=("auto", "cpu", "cuda"))
+    serve.add_argument("--config", default=None, help="avatarfarm.toml settings file")
+    serve.add_argument(
+        "--demo", action="store_true", help="also start a demo session; print the console URL"
+    )
+    serve.set_defaults(run=_serve)
     return parser
 
 

@@ -22,8 +22,10 @@ def test_wheel_contains_only_the_avatarfarm_namespace(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     top = {name.split("/")[0] for name in names}
     assert top == {"avatarfarm", next(t for t in top if t.endswith(".dist-info"))}
-    for module in ("render/asset.py", "render/gltf.py", "kernels/raster.py", "server/cli.py",
-                   "server/stream/pipeline.py", "server/drivers/vmc.py"):  # fmt: skip
+    shipped = ("render/asset.py", "render/gltf.py", "kernels/raster.py", "server/cli.py",
+               "server/stream/pipeline.py", "server/drivers/vmc.py",
+               "server/api/console/index.html")  # fmt: skip
+    for module in shipped:
         assert f"avatarfarm/{module}" in names
     assert not any(name.startswith("avatarfarm/__init__") for name in names)  # a namespace
     assert not any("/tests/" in name or name.startswith("tests/") for name in names)

@@ -1,0 +1,140 @@
+"""The real server under load: dropped frames at N sessions, and what HTTP load does to ticks.
+
+Starts `python -m avatarfarm.server.serve` on a loopback port (CPU renderer, x264), then:
+
+1. creates N sessions (default 6 x 1280x720 @ 30 fps, x264, no outputs: the encoder still
+   runs) with admission pinned open (the point is to measure, not to be refused), waits a
+   warm-up, and reports dropped frames over the measurement window (target < 1 %);
+2. compares the engine's p99 tick time (from /metrics' histogram) over two equal windows,
+   idle HTTP vs 100 requests/s of GET /v1/sessions (target: p99 moves by <= 5 ms).
+
+Run: python bench/bench_server.py [--sessions 6] [--size 1280x720] [--fps 30] [--seconds 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import httpx
+
+KEY = "bench-key-0123456789"
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _histogram(text: str) -> list[tuple[float, float]]:
+    pattern = r'avatarfarm_tick_duration_seconds_bucket\{le="([^"]+)"\} (\S+)'
+    return [(float(le), float(count)) for le, count in re.findall(pattern, text)]
+
+
+def _p99(before: list[tuple[float, float]], after: list[tuple[float, float]]) -> float:
+    """p99 of the ticks between two scrapes (upper bound of the bucket that holds it)."""
+    counts = [(le, a - b) for (le, a), (_, b) in zip(after, before, strict=True)]
+    total = counts[-1][1]
+    for le, cumulative in counts:
+        if cumulative >= 0.99 * total:
+            return le
+    return float("inf")
+
+
+def _load(client: httpx.Client, rate: float, stop: threading.Event) -> None:
+    period = 1.0 / rate
+    next_at = time.monotonic()
+    while not stop.is_set():
+        client.get("/v1/sessions")
+        next_at += period
+        time.sleep(max(0.0, next_at - time.monotonic()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sessions", type=int, default=6)
+    parser.add_argument("--size", default="1280x720")
+    parser.add_argument("--fps", type=int, default=30)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--rate", type=float, default=100.0)
+    args = parser.parse_args()
+    width, height = (int(v) for v in args.size.split("x"))
+    port = _port()
+    workdir = tempfile.mkdtemp(prefix="bench-server-")
+    env = {
+        **os.environ, "AVATARFARM_API_KEYS": f"bench:{KEY}", "AVATARFARM_DEVICE": "cpu",
+        "AVATARFARM_DATA_DIR": workdir, "AVATARFARM_FRAME_COST_MS": "0.01",
+        "AVATARFARM_TENANT_MAX_SESSIONS": str(args.sessions + 1),
+    }  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "avatarfarm.server.serve", "--port", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    client = httpx.Client(
+        base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {KEY}"},
+        timeout=60,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            try:
+                if client.get("/readyz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        video = {"width": width, "height": height, "fps": args.fps, "encoder": "x264"}
+        ids = []
+        for _ in range(args.sessions):
+            res = client.post("/v1/sessions", json={"video": video})
+            res.raise_for_status()
+            ids.append(res.json()["id"])
+        time.sleep(5)  # warm-up: first frames, encoder start
+
+        def counters() -> tuple[int, int]:
+            stats = [client.get(f"/v1/sessions/{i}").json()["stats"] for i in ids]
+            rendered = sum(s["frames_rendered"] for s in stats)
+            dropped = sum(s["frames_dropped"] + s.get("encoder_queue_drops", 0) for s in stats)
+            return rendered, dropped
+
+        r0, d0 = counters()
+        h0 = _histogram(client.get("/metrics").text)
+        time.sleep(args.seconds)
+        r1, d1 = counters()
+        h1 = _histogram(client.get("/metrics").text)
+        stop = threading.Event()
+        loader = threading.Thread(target=_load, args=(client, args.rate, stop), daemon=True)
+        loader.start()
+        time.sleep(args.seconds)
+        h2 = _histogram(client.get("/metrics").text)
+        stop.set()
+        loader.join()
+        expected = args.sessions * args.fps * args.seconds
+        made = r1 - r0
+        drop_pct = 100.0 * (d1 - d0) / max(1, made + d1 - d0)
+        quiet, loaded = _p99(h0, h1), _p99(h1, h2)
+        print(f"# server bench: {args.sessions} x {width}x{height}@{args.fps} x264, "
+              f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M')}")  # fmt: skip
+        print(f"frames rendered {made} of {expected:.0f} due; dropped {drop_pct:.2f} %"
+              f" (target < 1 %)")  # fmt: skip
+        print(f"p99 tick: {quiet * 1000:.1f} ms idle HTTP, {loaded * 1000:.1f} ms at "
+              f"{args.rate:.0f} req/s (bucket upper bounds; target: +<= 5 ms)")  # fmt: skip
+    finally:
+        client.close()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,236 @@
+"""Request and response bodies: strict, closed (unknown fields are errors), size-bounded.
+
+Request models turn into the plain dataclasses the engine and renderer use (`to_spec`,
+`to_scene`), so validation happens once, here at the edge.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from avatarfarm.render.camera import Placement
+from avatarfarm.render.scene import CORNERS, DEFAULT_LABEL, FRAMINGS, Label, Overlay, Scene
+
+from ..sessions import DriverSpec, SessionSpec, VideoSpec
+
+MAX_PIXELS = 3840 * 2160
+Corner = Literal["top-left", "top-right", "bottom-left", "bottom-right"]
+Framing = Literal["head", "bust", "full"]
+assert set(CORNERS) == set(Corner.__args__) and set(FRAMINGS) == set(Framing.__args__)  # type: ignore[attr-defined]
+COLOR = r"^#[0-9a-fA-F]{6}$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+class VideoIn(Strict):
+    width: int = Field(1280, ge=16, le=4096)
+    height: int = Field(720, ge=16, le=4096)
+    fps: Literal[24, 25, 30, 60] = 30
+    bitrate_kbps: int = Field(2500, ge=100, le=50_000)
+    codec: Literal["h264", "hevc", "av1"] = "h264"
+    encoder: Literal["auto", "nvenc", "x264", "none"] = "auto"
+
+    @model_validator(mode="after")
+    def _even(self) -> VideoIn:
+        if self.width % 2 or self.height % 2:
+            raise ValueError("width and height must be even (NV12)")
+        if self.width * self.height > MAX_PIXELS:
+            raise ValueError(f"frame larger than {MAX_PIXELS} pixels")
+        if self.codec != "h264" and self.encoder in ("auto", "x264"):
+            raise ValueError(f"codec {self.codec} needs encoder nvenc (x264 is h264 only)")
+        return self
+
+
+class PlacementIn(Strict):
+    x: float = Field(0.5, ge=-1.0, le=2.0)
+    y: float = Field(0.5, ge=-1.0, le=2.0)
+    scale: float = Field(1.0, gt=0.0, le=8.0)
+
+
+class OverlayIn(Strict):
+    """A text overlay, or an image from the server's media folder (`media:<name>`)."""
+
+    text: str | None = Field(None, min_length=1, max_length=200)
+    image: str | None = Field(None, pattern=r"^media:[A-Za-z0-9._-]{1,100}$")
+    x: float = Field(0.05, ge=-1.0, le=2.0)
+    y: float = Field(0.05, ge=-1.0, le=2.0)
+    width: float | None = Field(None, gt=0.0, le=2.0)
+    opacity: float = Field(1.0, ge=0.0, le=1.0)
+    z: int = Field(1, ge=-100, le=100)
+    font_size: float = Field(0.04, gt=0.0, le=0.5)
+    color: str = Field("#ffffff", pattern=COLOR)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> OverlayIn:
+        if (self.text is None) == (self.image is None):
+            raise ValueError("an overlay has exactly one of text or image")
+        return self
+
+
+class LabelIn(Strict):
+    text: str = Field(DEFAULT_LABEL, min_length=1, max_length=80)
+    corner: Corner = "top-right"
+    enabled: bool = True
+
+
+class SceneIn(Strict):
+    """`background`: a #rrggbb colour, or `media:<name>` (an image or short video)."""
+
+    background: str = Field("#203040", pattern=r"^(#[0-9a-fA-F]{6}|media:[A-Za-z0-9._-]{1,100})$")
+    background_fit: Literal["fill", "fit"] = "fill"
+    framing: Framing = "bust"
+    placement: PlacementIn = Field(default_factory=PlacementIn)
+    overlays: list[OverlayIn] = Field(default_factory=list, max_length=16)
+    label: LabelIn = Field(default_factory=LabelIn)
+
+    def to_scene(self, media_dir: Path | None) -> Scene:
+        return Scene(
+            background=_media(self.background, media_dir, "scene.background"),
+            background_fit=self.background_fit,
+            framing=self.framing,
+            placement=Placement(**self.placement.model_dump()),
+            overlays=tuple(
+                Overlay(
+                    image=None
+                    if o.image is None
+                    else _media(o.image, media_dir, f"scene.overlays[{i}].image"),
+                    text=o.text,
+                    x=o.x,
+                    y=o.y,
+                    width=o.width,
+                    opacity=o.opacity,
+                    z=o.z,
+                    font_size=o.font_size,
+                    color=o.color,
+                )  # fmt: skip
+                for i, o in enumerate(self.overlays)
+            ),
+            label=Label(self.label.text, self.label.corner, self.label.enabled),
+        )
+
+
+class MediaError(ValueError):
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def _media(value: str, media_dir: Path | None, field: str) -> str:
+    """`media:<name>` -> a file inside the media folder; colours pass through."""
+    if not value.startswith("media:"):
+        return value
+    name = value.split(":", 1)[1]
+    if media_dir is None:
+        raise MediaError("this server has no media folder configured", field)
+    root = Path(media_dir).resolve()
+    path = (root / name).resolve()
+    if not path.is_relative_to(root) or not path.is_file():
+        raise MediaError(f"no media named {name}", field)
+    return str(path)
+
+
+class OutputIn(Strict):
+    url: str = Field(min_length=4, max_length=2048, pattern=r"^(rtmps?://|hls:|record:)")
+
+
+class DriverIn(Strict):
+    idle: bool = True
+    operator_required: bool = False
+
+
+class SessionCreate(Strict):
+    avatar: str = Field("default", pattern=r"^(default|[0-9a-f]{64})$")
+    video: VideoIn = Field(default_factory=VideoIn)
+    scene: SceneIn = Field(default_factory=SceneIn)
+    outputs: list[OutputIn] = Field(default_factory=list, max_length=8)
+    driver: DriverIn = Field(default_factory=DriverIn)
+
+    def to_spec(self, media_dir: Path | None) -> SessionSpec:
+        return SessionSpec(
+            avatar=self.avatar,
+            video=VideoSpec(**self.video.model_dump()),
+            scene=self.scene.to_scene(media_dir),
+            outputs=tuple(o.url for o in self.outputs),
+            driver=DriverSpec(**self.driver.model_dump()),
+        )
+
+
+class SessionPatch(Strict):
+    scene: SceneIn | None = None
+    bitrate_kbps: int | None = Field(None, ge=100, le=50_000)
+
+
+class HeadIn(Strict):
+    yaw: float = Field(0.0, ge=-180, le=180)
+    pitch: float = Field(0.0, ge=-180, le=180)
+    roll: float = Field(0.0, ge=-180, le=180)
+
+
+class EyesIn(Strict):
+    left_yaw: float = Field(0.0, ge=-90, le=90)
+    left_pitch: float = Field(0.0, ge=-90, le=90)
+    right_yaw: float = Field(0.0, ge=-90, le=90)
+    right_pitch: float = Field(0.0, ge=-90, le=90)
+
+
+class PoseIn(Strict):
+    """Expressions replace all weights (unlisted ones go to 0); omitted parts keep theirs."""
+
+    expressions: dict[str, float] | None = Field(None, max_length=128)
+    head: HeadIn | None = None
+    eyes: EyesIn | None = None
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    field: str | None = None
+
+
+class ErrorOut(BaseModel):
+    error: ErrorBody
+
+
+class OutputOut(BaseModel):
+    id: str
+    url: str  # masked: rtmp://host/app/****
+    state: str
+    last_error: str | None = None
+    stats: dict[str, Any] = Field(default_factory=dict)
+
+
+class SessionOut(BaseModel):
+    id: str
+    state: str
+    avatar: str
+    video: dict[str, Any]
+    driver: dict[str, Any]
+    outputs: list[OutputOut]
+    stats: dict[str, Any]
+    error: ErrorBody | None = None
+    created_at: float
+
+
+class AvatarOut(BaseModel):
+    id: str
+    size_bytes: int
+    summary: dict[str, Any]
+
+
+class CapacityOut(BaseModel):
+    live_sessions: int
+    profile: dict[str, int]
+    room: int
+    load: float
+    model: dict[str, Any]
+    draining: bool
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut} for code in (400, 401, 404, 409, 413, 422, 429, 503)
+}

@@ -1,0 +1,242 @@
+"""/v1/sessions: create (admission, quota, idempotency), list, read, patch live, delete."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Response
+from starlette.concurrency import run_in_threadpool
+
+from ..auth import Principal
+from ..capacity import Profile
+from ..engine import EngineBusy
+from ..sessions import Session, SessionState
+from ..stream import StreamError, StreamPipeline, VideoSettings
+from .deps import Caller, ServerState, State, own_session, scope
+from .errors import ApiError
+from .models import ERRORS, SessionCreate, SessionOut, SessionPatch
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/v1/sessions", tags=["sessions"], responses=ERRORS)
+
+ENGINE_TIMEOUT_S = 30.0
+DELETE_WAIT_S = 10.0
+IdempotencyKey = Annotated[
+    str | None, Header(alias="Idempotency-Key", max_length=200, pattern=r"^[\x21-\x7e]+$")
+]
+
+
+@router.post("", status_code=201, response_model=SessionOut)
+async def create_session(
+    body: SessionCreate, state: State, who: Caller, response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> dict:  # fmt: skip
+    """Start a session; with an Idempotency-Key a retry returns the session made first."""
+    session, replayed = await start_session(state, who, body, idempotency_key)
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return view(state, session)
+
+
+@router.get("", response_model=list[SessionOut])
+async def list_sessions(state: State, who: Caller) -> list[dict]:
+    return [view(state, s) for s in state.table.list(scope(who))]
+
+
+@router.get("/{session_id}", response_model=SessionOut)
+async def get_session(session_id: str, state: State, who: Caller) -> dict:
+    return view(state, own_session(state, who, session_id))
+
+
+@router.patch("/{session_id}", response_model=SessionOut)
+async def patch_session(session_id: str, body: SessionPatch, state: State, who: Caller) -> dict:
+    """Scene and bitrate change live, without restarting the stream."""
+    session = own_session(state, who, session_id)
+    if not session.active:
+        raise ApiError(409, f"session is {session.state}", "id", code="conflict")
+    spec = session.spec
+    if body.bitrate_kbps is not None:
+        if session.pipeline is None:
+            raise ApiError(409, "session has no encoder", "bitrate_kbps", code="conflict")
+        session.pipeline.set_bitrate(body.bitrate_kbps)
+        spec = dataclasses.replace(
+            spec, video=dataclasses.replace(spec.video, bitrate_kbps=body.bitrate_kbps)
+        )
+    if body.scene is not None:
+        scene = body.scene.to_scene(state.settings.media_dir)
+        _check_label(state, scene.label.enabled)
+        scene.validate()
+        await _engine(state.engine.set_scene(session, scene))
+        spec = dataclasses.replace(spec, scene=scene)
+    session.spec = spec
+    return view(state, session)
+
+
+@router.delete("/{session_id}", response_model=SessionOut)
+async def delete_session(session_id: str, state: State, who: Caller, response: Response) -> dict:
+    """Ends the session: the encoder is flushed and outputs finalized before 200 (else 202)."""
+    session = own_session(state, who, session_id)
+    if session.active:
+        closing = state.engine.delete(session, DELETE_WAIT_S)
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(closing), DELETE_WAIT_S + 1)
+        except TimeoutError:
+            response.status_code = 202
+    elif session.state is SessionState.STOPPING:
+        response.status_code = 202
+    return view(state, session)
+
+
+async def start_session(
+    state: ServerState, who: Principal, body: SessionCreate, key: str | None
+) -> tuple[Session, bool]:
+    fingerprint = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
+    earlier = state.table.idempotent(who.tenant, key, fingerprint)
+    if earlier is not None:
+        return earlier, True
+    if state.draining or not state.engine.accepting:
+        raise ApiError(503, "server is draining", headers={"Retry-After": "60"})
+    if body.avatar != "default":
+        try:
+            state.avatars.get(who.tenant, body.avatar)
+        except ApiError as exc:
+            exc.field = "avatar"
+            raise
+    if body.outputs and body.video.encoder == "none":
+        raise ApiError(422, "outputs need an encoder (encoder is none)", "outputs")
+    spec = body.to_spec(state.settings.media_dir)
+    _check_label(state, spec.scene.label.enabled)
+    spec.scene.validate()
+    _admit(state, body)
+    session = Session(who.tenant, spec)
+    stored = state.table.add(session, key, fingerprint)
+    if stored is not session:
+        return stored, True  # a concurrent request with the same key got there first
+    pipeline = opened = None
+    try:
+        asset = await run_in_threadpool(state.avatars.asset, who.tenant, spec.avatar)
+        if spec.video.encoder != "none":
+            pipeline = await run_in_threadpool(_pipeline, state, session)
+        opened = state.engine.create(session, asset, pipeline)
+        await _engine(opened)
+    except BaseException:
+        state.table.discard(session)
+        if opened is not None:  # the engine may still open it (client gone): stop it then
+            opened.add_done_callback(lambda f: _stop_if_opened(state, session, f))
+        elif pipeline is not None:
+            await run_in_threadpool(pipeline.close, 1.0)
+        raise
+    return session, False
+
+
+def _stop_if_opened(state: ServerState, session: Session, opened: Any) -> None:
+    if not opened.cancelled() and opened.exception() is None:
+        try:
+            state.engine.delete(session)
+        except EngineBusy:
+            log.warning("session %s orphaned: engine busy while stopping it", session.id)
+
+
+def _admit(state: ServerState, body: SessionCreate) -> None:
+    """503 with a reason when the new session would overload the engine."""
+    video = body.video
+    live = [_profile(s) for s in state.table.list(None) if s.active]
+    decision = state.cost.admit(Profile(video.width, video.height, video.fps), live)
+    if not decision.ok:
+        raise ApiError(
+            503, decision.reason, "video", code="capacity",
+            headers={"Retry-After": str(decision.retry_after_s)},
+        )  # fmt: skip
+
+
+def _profile(session: Session) -> Profile:
+    v = session.spec.video
+    return Profile(v.width, v.height, v.fps)
+
+
+def _check_label(state: ServerState, enabled: bool) -> None:
+    if state.settings.enforce_label and not enabled:
+        raise ApiError(422, "the AI-content label cannot be disabled here", "scene.label.enabled")
+
+
+def _pipeline(state: ServerState, session: Session) -> StreamPipeline:
+    """Blocking (opens the encoder): runs in a worker thread, never on the engine."""
+    v = session.spec.video
+    settings = VideoSettings(bitrate_kbps=v.bitrate_kbps, encoder=v.encoder, nvenc_codec=v.codec)
+    s = state.settings
+    pipeline = StreamPipeline(
+        session.id, v.width, v.height, v.fps, settings,
+        hls_root=s.hls_root, recordings_root=s.recordings_root,
+    )  # fmt: skip
+    try:
+        for i, url in enumerate(session.spec.outputs):
+            add_output(session, url, f"outputs[{i}].url", pipeline)
+    except BaseException:
+        pipeline.close(1.0)
+        raise
+    return pipeline
+
+
+def add_output(session: Session, url: str, field: str, pipeline: Any = None) -> Any:
+    """Start a destination on the session's pipeline and record it (raw URL kept private)."""
+    pipeline = pipeline or session.pipeline
+    if url.startswith("record:"):  # recordings of different tenants never share a folder
+        tenant_dir = hashlib.sha256(session.tenant.encode()).hexdigest()[:24]
+        url = f"record:{tenant_dir}/{url.split(':', 1)[1]}"
+    try:
+        stream_id = pipeline.add_output(url)
+    except StreamError as exc:
+        exc.field = field
+        raise
+    record = session.new_output(url)
+    record.stream_id = stream_id
+    return record
+
+
+async def _engine(future: Any) -> Any:
+    try:
+        return await asyncio.wait_for(asyncio.wrap_future(future), ENGINE_TIMEOUT_S)
+    except TimeoutError:
+        raise ApiError(503, "engine did not answer in time", headers={"Retry-After": "5"}) from None
+
+
+def view(state: ServerState, session: Session) -> dict[str, Any]:
+    """The public face of a session: masked URLs, counters, the last error."""
+    stream = session.pipeline.stats() if session.pipeline is not None else None
+    stream_outputs = stream["outputs"] if stream else {}
+    outputs = []
+    for record in list(session.outputs.values()):
+        o = stream_outputs.get(record.stream_id) or {}
+        outputs.append({
+            "id": record.id,
+            "url": record.masked,
+            "state": o.get("state", "closed"),
+            "last_error": o.get("last_error"),
+            "stats": {k: o[k] for k in ("packets_sent", "bytes_sent", "dropped", "connects")
+                      if k in o},
+        })  # fmt: skip
+    v = session.spec.video
+    stats: dict[str, Any] = {
+        **state.engine.frame_counters(session),
+        "fps": v.fps,
+        "encoder": stream["encoder"] if stream else "none",
+        "bitrate_kbps": stream["bitrate_kbps"] if stream else 0,
+    }
+    if stream:
+        stats["frames_encoded"] = stream["frames_encoded"]
+        stats["encoder_queue_drops"] = stream["frames_dropped"]
+    return {
+        "id": session.id,
+        "state": session.state.value,
+        "avatar": session.spec.avatar,
+        "video": dataclasses.asdict(v),
+        "driver": dataclasses.asdict(session.spec.driver),
+        "outputs": outputs,
+        "stats": stats,
+        "error": session.error,
+        "created_at": session.created_at,
+    }

@@ -1,0 +1,579 @@
+"""The engine: one loop thread per device that renders every due session in one batch.
+
+Modelled on vLLM's engine core: HTTP handlers never touch the renderer; they put commands
+on a bounded queue (`call`) and get a Future back, or stage a pose (`set_pose`, latest
+wins). Each tick the loop runs queued commands, finds the sessions whose next frame time
+has come (CFR: frame n of a session is due at t0 + n/fps), renders them in one
+`Renderer.render` call and hands each frame to its StreamPipeline without waiting.
+
+Host work per session per tick is vectorized over persistent per-row arrays (rows are
+reused, arrays grow by doubling); Python loops run only over sessions with an encoder,
+or over the rare sessions that change state this tick.
+
+A late tick does not shift the timeline: the frames a session missed are counted as
+dropped and its previous frame is submitted again under their indices (a few at most; the
+pipeline's queue drops the rest) before the new one, so the output stays CFR.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from avatarfarm.render.asset import AvatarAsset
+from avatarfarm.render.motion import demo_motion
+from avatarfarm.render.scene import Scene
+from avatarfarm.render.vocabulary import VOCABULARY
+
+from .sessions import Session, SessionError, SessionState
+from .stream.urls import mask_text
+
+log = logging.getLogger(__name__)
+
+K = len(VOCABULARY)
+MAX_REPEATS = 2  # repeated frames submitted per late tick; more would only fill the queue
+POSE_HOLD_S = 3.0  # a pose overrides idle animation, and counts as operator presence, this long
+MAX_COMMANDS_PER_TICK = 64
+TICK_BUCKETS = (
+    0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.033, 0.042,
+    0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5,
+)  # fmt: skip
+SUPERVISE_S = 1.0
+
+
+class EngineBusy(Exception):
+    """The engine cannot take this request now (queue full, draining or stopped)."""
+
+
+class Engine:
+    """Owns one Renderer; `start()` runs the loop thread, `stop()`/`drain()` end it."""
+
+    def __init__(
+        self,
+        renderer: Any,
+        *,
+        queue_size: int = 256,
+        clock: Callable[[], float] = time.monotonic,
+        on_tick: Callable[[float, float, int], None] | None = None,
+        name: str = "engine",
+    ) -> None:
+        self.renderer = renderer
+        self.name = name
+        self.clock = clock
+        self.on_tick = on_tick  # (render seconds, megapixels rendered, frames) -> cost model
+        self.accepting = True
+        self.last_tick = 0.0  # clock() of the last completed loop pass, for /readyz
+        self.ticks = 0
+        self.tick_errors = 0
+        self.tick_buckets = np.zeros(len(TICK_BUCKETS) + 1, np.int64)
+        self.tick_seconds = 0.0
+        self.render_seconds = 0.0  # time inside Renderer.render; the rest is bookkeeping
+        self.totals = {"frames_rendered": 0, "frames_dropped": 0}  # of sessions that ended
+        self._commands: queue.Queue[tuple[Callable[[], Any], Future]] = queue.Queue(queue_size)
+        self._pose_lock = threading.Lock()
+        self._pending_pose: dict[Session, tuple[Any, Any, Any]] = {}
+        self._closer = ThreadPoolExecutor(4, thread_name_prefix=f"{name}-close")
+        self._thread: threading.Thread | None = None
+        self._running = threading.Event()
+        self._next_supervise = 0.0
+        self._rows = _Rows()
+        self._sessions: list[Session | None] = []
+        self._starting: set[int] = set()
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        self._running.set()
+        self.last_tick = self.clock()
+        self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """End the loop; sessions still active are closed without waiting for drain."""
+        self.accepting = False
+        if self._thread is not None:
+            self._running.clear()
+            self._thread.join(timeout)
+            self._thread = None
+        for row, session in enumerate(self._sessions):
+            if session is not None:
+                if session.active:
+                    session.transition(SessionState.STOPPING)
+                self._release(row, timeout)
+        self._fail_pending_commands()
+        self._closer.shutdown(wait=True)
+
+    def drain(self, timeout: float) -> bool:
+        """Stop accepting, end every session cleanly (outputs finalized); True if in time."""
+        self.accepting = False
+        deadline = time.monotonic() + timeout
+        try:
+            ended = self.call(self._stop_all, max(0.1, timeout)).result(timeout)
+        except Exception:
+            return False
+        for future in ended:
+            try:
+                future.result(max(0.0, deadline - time.monotonic()))
+            except Exception:
+                return False
+        return True
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def ticking(self, within: float = 2.0) -> bool:
+        return self.alive and self.clock() - self.last_tick < within
+
+    # -- API-facing (any thread) -------------------------------------------------------------
+    def call(self, fn: Callable[..., Any], *args: Any) -> Future:
+        """Run `fn(*args)` on the engine thread; raises EngineBusy when the queue is full."""
+        future: Future = Future()
+        if not self._running.is_set():
+            raise EngineBusy("engine is not running")
+        try:
+            self._commands.put_nowait((lambda: fn(*args), future))
+        except queue.Full:
+            raise EngineBusy("engine command queue is full") from None
+        return future
+
+    def create(self, session: Session, avatar: AvatarAsset, pipeline: Any) -> Future:
+        if not self.accepting:
+            raise EngineBusy("server is draining")
+        return self.call(self._open, session, avatar, pipeline)
+
+    def set_scene(self, session: Session, scene: Scene) -> Future:
+        return self.call(self._set_scene, session, scene)
+
+    def delete(self, session: Session, timeout: float = 5.0) -> Future:
+        """Stop a session; the Future resolves (to the session) once outputs are finalized."""
+        done: Future = Future()
+        queued = self.call(self._stop, session, timeout)
+        queued.add_done_callback(lambda f: _chain(f, done))
+        return done
+
+    def snapshot(self, session: Session) -> Future:
+        """A copy of the session's last NV12 frame (None before its first frame)."""
+        return self.call(self._snapshot, session)
+
+    def set_pose(
+        self,
+        session: Session,
+        expressions: np.ndarray | None,
+        head: np.ndarray | None,
+        eyes: np.ndarray | None,
+    ) -> None:
+        """Stage a pose for the next tick; a newer one replaces it (no queue to fill)."""
+        with self._pose_lock:
+            self._pending_pose[session] = (expressions, head, eyes)
+
+    def frame_counters(self, session: Session) -> dict[str, int]:
+        row = session.row
+        if row is None:
+            return dict(session.final_counters)
+        r = self._rows
+        return {"frames_rendered": int(r.rendered[row]), "frames_dropped": int(r.dropped[row])}
+
+    def all_counters(self) -> dict[str, int]:
+        r, n = self._rows, self._rows.used
+        return {
+            "frames_rendered": self.totals["frames_rendered"] + int(r.rendered[:n].sum()),
+            "frames_dropped": self.totals["frames_dropped"] + int(r.dropped[:n].sum()),
+        }
+
+    def active_sessions(self) -> list[Session]:
+        return [s for s in list(self._sessions) if s is not None]
+
+    # -- the loop ----------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while self._running.is_set():
+            self._run_commands()
+            now = self.clock()
+            try:
+                self.tick(now)
+            except Exception:  # a bug must not stop every stream; it is logged and counted
+                self.tick_errors += 1
+                log.exception("engine tick failed")
+                self._wait_command(0.01)  # no hot loop if it keeps failing
+            self.last_tick = now
+            if now >= self._next_supervise:
+                self._next_supervise = now + SUPERVISE_S
+                self._supervise()
+            wait = self._rows.next_due_in(self.clock())
+            if wait > 0:
+                self._wait_command(min(wait, 0.1))
+
+    def _wait_command(self, timeout: float) -> None:
+        try:
+            fn, future = self._commands.get(timeout=timeout)
+        except queue.Empty:
+            return
+        self._execute(fn, future)
+
+    def _run_commands(self) -> None:
+        for _ in range(MAX_COMMANDS_PER_TICK):
+            try:
+                fn, future = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            self._execute(fn, future)
+
+    def run_pending(self) -> None:
+        """Run queued commands now, on the caller's thread (tests and benches without start)."""
+        self._run_commands()
+
+    @staticmethod
+    def _execute(fn: Callable[[], Any], future: Future) -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(fn())
+        except BaseException as exc:  # the caller gets it; the loop goes on
+            future.set_exception(exc)
+
+    def tick(self, now: float) -> None:
+        """Render and submit every session due at `now`."""
+        r = self._rows
+        n = r.used
+        if n == 0:
+            return
+        start = time.perf_counter()
+        self._apply_poses(now)
+        due = np.flatnonzero(r.next_due[:n] <= now)
+        if due.size == 0:
+            return
+        fps = r.fps[due]
+        latest = np.floor((now - r.t0[due]) * fps + 1e-6).astype(np.int64)
+        latest = np.maximum(latest, r.next_index[due])
+        missed = latest - r.next_index[due]
+        r.dropped[due] += missed
+        has_pipe = r.piped[due]
+        piped, piped_latest = due[has_pipe], latest[has_pipe]
+        if piped.size:  # previous frames under the missed indices, before render overwrites them
+            self._repeat(piped, piped_latest, missed[has_pipe])
+        live_mask = r.render[due]
+        live = due[live_mask]
+        rendered, render_time = 0, 0.0
+        if live.size:
+            rendered, render_time = self._render(live, latest[live_mask] / fps[live_mask], now)
+        if piped.size:
+            self._submit(piped, piped_latest)
+        r.next_index[due] = latest + 1
+        r.next_due[due] = r.t0[due] + (latest + 1) / fps
+        if self._starting:
+            self._mark_live()
+        elapsed = time.perf_counter() - start
+        self.ticks += 1
+        self.tick_seconds += elapsed
+        self.render_seconds += render_time
+        self.tick_buckets[np.searchsorted(TICK_BUCKETS, elapsed)] += 1
+        if self.on_tick is not None and rendered:
+            self.on_tick(render_time, float(r.pixels[live].sum()) / 1e6, rendered)
+
+    def _render(self, rows: np.ndarray, t: np.ndarray, now: float) -> tuple[int, float]:
+        """Render `rows`; returns frames made and the seconds spent inside the Renderer."""
+        r = self._rows
+        expr, head, eyes = r.gather(rows)
+        idle = r.idle[rows] & (now - r.last_pose[rows] > POSE_HOLD_S)
+        if idle.any():
+            e, h, y = demo_motion(t[idle] + r.phase[rows[idle]])
+            expr[idle], head[idle], eyes[idle] = e, h, y
+        start = time.perf_counter()
+        try:
+            self.renderer.render(r.slot[rows], expr, head, eyes)
+        except Exception:
+            log.exception("batched render failed; isolating the failing session")
+            return self._render_each(rows, expr, head, eyes), time.perf_counter() - start
+        r.rendered[rows] += 1
+        return rows.size, time.perf_counter() - start
+
+    def _render_each(self, rows: np.ndarray, expr, head, eyes) -> int:
+        """After a failed batch: render each alone, fail only the sessions that raise."""
+        ok = 0
+        for i, row in enumerate(rows.tolist()):
+            try:
+                self.renderer.render(
+                    self._rows.slot[row : row + 1], expr[i : i + 1], head[i : i + 1],
+                    eyes[i : i + 1],
+                )  # fmt: skip
+            except Exception as exc:
+                self._fail_row(row, f"render failed: {type(exc).__name__}: {exc}", "avatar")
+                continue
+            self._rows.rendered[row] += 1
+            ok += 1
+        return ok
+
+    def _repeat(self, rows: np.ndarray, latest: np.ndarray, missed: np.ndarray) -> None:
+        for row, last, count in zip(rows.tolist(), latest.tolist(), missed.tolist(), strict=True):
+            if count == 0 or self._rows.rendered[row] == 0:
+                continue
+            session = self._sessions[row]
+            frame = self.renderer.frame(self._rows.slot[row])
+            for index in range(last - min(count, MAX_REPEATS), last):
+                session.pipeline.submit(frame, index)  # already counted as dropped above
+
+    def _submit(self, rows: np.ndarray, latest: np.ndarray) -> None:
+        r = self._rows
+        for row, index in zip(rows.tolist(), latest.tolist(), strict=True):
+            if r.rendered[row] == 0:
+                continue
+            session = self._sessions[row]
+            try:
+                if not session.pipeline.submit(self.renderer.frame(int(r.slot[row])), index):
+                    r.dropped[row] += 1
+            except Exception as exc:
+                self._fail_row(row, f"encoder: {mask_text(str(exc))}", "video")
+
+    def _apply_poses(self, now: float) -> None:
+        if not self._pending_pose:
+            return
+        with self._pose_lock:
+            pending, self._pending_pose = self._pending_pose, {}
+        r = self._rows
+        for session, (expr, head, eyes) in pending.items():
+            row = session.row
+            if row is None:
+                continue
+            if expr is not None:
+                r.expr[row] = expr
+            if head is not None:
+                r.head[row] = head
+            if eyes is not None:
+                r.eyes[row] = eyes
+            r.last_pose[row] = now
+            if session.state is SessionState.STANDBY:
+                session.transition(SessionState.LIVE)
+                r.render[row] = True
+
+    def _mark_live(self) -> None:
+        for row in list(self._starting):
+            session = self._sessions[row]
+            if session is None or not session.active:
+                self._starting.discard(row)
+            elif self._rows.rendered[row] > 0:
+                self._starting.discard(row)
+                session.transition(SessionState.LIVE)
+
+    def _supervise(self) -> None:
+        """Once a second: operator presence (standby) and encoder/output health."""
+        r, now = self._rows, self.clock()
+        for row, session in enumerate(self._sessions):
+            if session is None:
+                continue
+            if session.spec.driver.operator_required and session.state is SessionState.LIVE:
+                if now - r.last_pose[row] > POSE_HOLD_S:
+                    session.transition(SessionState.STANDBY)
+                    r.render[row] = False
+            if session.pipeline is not None:
+                self._check_stream(row, session)
+
+    def _check_stream(self, row: int, session: Session) -> None:
+        stats = session.pipeline.stats()
+        errors = stats.get("encode_errors", 0)
+        if errors - self._rows.encode_errors[row] >= session.spec.video.fps:
+            self._fail_row(row, "encoder keeps failing", "video")
+            return
+        self._rows.encode_errors[row] = errors
+        outputs = stats.get("outputs", {})
+        if outputs and all(o.get("state") == "failed" for o in outputs.values()):
+            last = next(iter(outputs.values())).get("last_error") or "output failed"
+            self._fail_row(row, f"all outputs failed: {last}", "outputs")
+
+    # -- commands (engine thread) ----------------------------------------------------------
+    def _open(self, session: Session, avatar: AvatarAsset, pipeline: Any) -> Session:
+        video = session.spec.video
+        try:
+            slot = self.renderer.open(avatar, video.width, video.height, session.spec.scene)
+        except Exception as exc:
+            if pipeline is not None:
+                self._closer.submit(pipeline.close, 1.0)
+            field = getattr(exc, "field", None)
+            session.fail(f"cannot render this session: {exc}", field and f"scene.{field}")
+            raise SessionError(str(exc), field and f"scene.{field}") from None
+        row = self._rows.take(self.clock(), video.fps, int(slot), video.width * video.height)
+        self._rows.idle[row] = session.spec.driver.idle
+        self._rows.render[row] = True
+        while len(self._sessions) < self._rows.capacity:
+            self._sessions.append(None)
+        self._rows.piped[row] = pipeline is not None
+        self._sessions[row] = session
+        session.row, session.slot, session.pipeline = row, int(slot), pipeline
+        self._starting.add(row)
+        return session
+
+    def _set_scene(self, session: Session, scene: Scene) -> None:
+        if session.slot is None or not session.active:
+            raise SessionError(f"session is {session.state}", code="conflict")
+        try:
+            self.renderer.set_scene(session.slot, scene)
+        except Exception as exc:
+            field = getattr(exc, "field", None)
+            raise SessionError(str(exc), field and f"scene.{field}") from None
+
+    def _snapshot(self, session: Session) -> tuple[np.ndarray, int, int] | None:
+        row = session.row
+        if row is None or session.slot is None or self._rows.rendered[row] == 0:
+            return None
+        video = session.spec.video
+        return self.renderer.frame(session.slot).copy(), video.width, video.height
+
+    def _stop(self, session: Session, timeout: float) -> Future:
+        if session.row is None:
+            done: Future = Future()
+            done.set_result(session)
+            return done
+        session.transition(SessionState.STOPPING)
+        return self._release(session.row, timeout)
+
+    def _stop_all(self, timeout: float) -> list[Future]:
+        return [self._stop(s, timeout) for s in self._sessions if s is not None]
+
+    def _fail_row(self, row: int, message: str, field: str | None) -> None:
+        session = self._sessions[row]
+        if session is None:
+            return
+        log.warning("session %s failed: %s", session.id, message)
+        session.fail(message, field)
+        self._release(row, 2.0)
+
+    def _release(self, row: int, timeout: float) -> Future:
+        """Free the session's row and render slot; finalize its pipeline off this thread."""
+        session = self._sessions[row]
+        assert session is not None
+        r = self._rows
+        session.final_counters = {
+            "frames_rendered": int(r.rendered[row]),
+            "frames_dropped": int(r.dropped[row]),
+        }
+        self.totals["frames_rendered"] += int(r.rendered[row])
+        self.totals["frames_dropped"] += int(r.dropped[row])
+        try:
+            self.renderer.close(session.slot)
+        except Exception:
+            log.exception("session %s: closing its render slot failed", session.id)
+        r.free(row)
+        self._sessions[row] = None
+        self._starting.discard(row)
+        session.row = session.slot = None
+        return self._closer.submit(_finish, session, timeout)
+
+    def _fail_pending_commands(self) -> None:
+        while True:
+            try:
+                _, future = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            if future.set_running_or_notify_cancel():
+                future.set_exception(EngineBusy("engine stopped"))
+
+
+def _finish(session: Session, timeout: float) -> Session:
+    """Closer thread: flush the encoder and finalize outputs, then the session has ended."""
+    if session.pipeline is not None:
+        try:
+            session.pipeline.close(timeout)
+        except Exception as exc:
+            session.fail(f"closing outputs failed: {mask_text(str(exc))}", "outputs")
+    if session.state is SessionState.STOPPING:
+        session.transition(SessionState.ENDED)
+    return session
+
+
+def _chain(outer: Future, done: Future) -> None:
+    """Resolve `done` with the result of the Future that `outer` resolved to."""
+    if outer.exception() is not None:
+        done.set_exception(outer.exception())
+        return
+
+    def finished(inner: Future) -> None:
+        error = inner.exception()
+        if error is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(inner.result())
+
+    outer.result().add_done_callback(finished)
+
+
+def _fit(array: np.ndarray, size: int) -> np.ndarray:
+    if array.shape[0] >= size:
+        return array
+    bigger = np.zeros((size, *array.shape[1:]), array.dtype)
+    bigger[: array.shape[0]] = array
+    return bigger
+
+
+class _Rows:
+    """Per-session rows of clock, pose and counters; free rows have next_due = inf."""
+
+    FIELDS = {
+        "t0": np.float64, "fps": np.float64, "next_index": np.int64, "next_due": np.float64,
+        "slot": np.int64, "pixels": np.int64, "rendered": np.int64, "dropped": np.int64,
+        "encode_errors": np.int64, "idle": bool, "render": bool, "piped": bool,
+        "last_pose": np.float64, "phase": np.float64,
+    }  # fmt: skip
+
+    def __init__(self) -> None:
+        self.capacity = 0
+        self.used = 0  # high-water mark: rows >= used were never taken
+        self._free: list[int] = []
+        for name, dtype in self.FIELDS.items():
+            setattr(self, name, np.zeros(0, dtype))
+        self.expr = np.zeros((0, K), np.float32)
+        self.head = np.zeros((0, 3), np.float32)
+        self.eyes = np.zeros((0, 4), np.float32)
+        self._g_expr = np.zeros((0, K), np.float32)
+        self._g_head = np.zeros((0, 3), np.float32)
+        self._g_eyes = np.zeros((0, 4), np.float32)
+
+    def take(self, now: float, fps: int, slot: int, pixels: int) -> int:
+        if self._free:
+            row = self._free.pop()
+        else:
+            row = self.used
+            self.used += 1
+            if row >= self.capacity:
+                self._grow(max(16, 2 * self.capacity))
+        self.t0[row], self.fps[row], self.next_index[row], self.next_due[row] = now, fps, 0, now
+        self.slot[row], self.pixels[row] = slot, pixels
+        self.rendered[row] = self.dropped[row] = self.encode_errors[row] = 0
+        self.last_pose[row] = -np.inf
+        self.phase[row] = (row * 1.618) % 12.0  # idle sessions do not blink in step
+        self.expr[row], self.head[row], self.eyes[row] = 0.0, 0.0, 0.0
+        return row
+
+    def free(self, row: int) -> None:
+        self.next_due[row] = np.inf
+        self.render[row] = self.idle[row] = self.piped[row] = False
+        self._free.append(row)
+
+    def next_due_in(self, now: float) -> float:
+        if self.used == 0:
+            return 0.1
+        return float(self.next_due[: self.used].min()) - now
+
+    def gather(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Pose rows for `rows` copied into reused buffers (no allocation per tick)."""
+        m = rows.size
+        if m > self._g_expr.shape[0]:
+            size = max(m, 2 * self._g_expr.shape[0])
+            self._g_expr = np.zeros((size, K), np.float32)
+            self._g_head = np.zeros((size, 3), np.float32)
+            self._g_eyes = np.zeros((size, 4), np.float32)
+        expr, head, eyes = self._g_expr[:m], self._g_head[:m], self._g_eyes[:m]
+        np.take(self.expr, rows, axis=0, out=expr)
+        np.take(self.head, rows, axis=0, out=head)
+        np.take(self.eyes, rows, axis=0, out=eyes)
+        return expr, head, eyes
+
+    def _grow(self, size: int) -> None:
+        for name in (*self.FIELDS, "expr", "head", "eyes"):
+            setattr(self, name, _fit(getattr(self, name), size))
+        self.next_due[self.capacity :] = np.inf
+        self.capacity = size

@@ -1,0 +1,105 @@
+"""Prometheus metrics, read from the engine and session table at scrape time.
+
+Nothing is recorded on the hot path for Prometheus: the engine keeps plain counters and a
+tick histogram in numpy, and this collector turns them into metric families when scraped.
+Each app gets its own registry (no global state: several engines can live in one process).
+Labels carry states only, never URLs or keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
+from prometheus_client.registry import Collector
+
+from .engine import TICK_BUCKETS, Engine
+from .sessions import SessionState, SessionTable
+
+
+class EngineCollector(Collector):
+    def __init__(self, engine: Engine, table: SessionTable, cost: Any) -> None:
+        self.engine, self.table, self.cost = engine, table, cost
+
+    def collect(self) -> Iterator[Any]:
+        engine = self.engine
+        states = GaugeMetricFamily("avatarfarm_sessions", "Sessions by state", labels=["state"])
+        counts = {state: 0 for state in SessionState}
+        for session in self.table.list(None):
+            counts[session.state] += 1
+        for state, count in counts.items():
+            states.add_metric([state.value], count)
+        yield states
+
+        frames = engine.all_counters()
+        yield CounterMetricFamily(
+            "avatarfarm_frames_rendered", "Frames rendered", value=frames["frames_rendered"]
+        )
+        yield CounterMetricFamily(
+            "avatarfarm_frames_dropped",
+            "Frames not made in time (the previous frame was repeated)",
+            value=frames["frames_dropped"],
+        )
+        yield _tick_histogram(engine)
+        yield CounterMetricFamily(
+            "avatarfarm_render_seconds", "Time inside Renderer.render", value=engine.render_seconds
+        )
+        yield CounterMetricFamily(
+            "avatarfarm_tick_errors", "Engine ticks that raised", value=engine.tick_errors
+        )
+        yield from _stream_metrics(engine)
+        cost = GaugeMetricFamily(
+            "avatarfarm_frame_cost_seconds", "Admission's predicted cost of one 1280x720 frame"
+        )
+        cost.add_metric([], self.cost.describe()["frame_cost_ms_720p"] / 1000)
+        yield cost
+
+
+def _tick_histogram(engine: Engine) -> HistogramMetricFamily:
+    buckets, running = [], 0
+    counts = engine.tick_buckets.tolist()
+    for bound, count in zip((*TICK_BUCKETS, float("inf")), counts, strict=True):
+        running += count
+        buckets.append(("+Inf" if bound == float("inf") else repr(bound), running))
+    return HistogramMetricFamily(
+        "avatarfarm_tick_duration_seconds",
+        "Engine tick duration (render + hand-off to encoders)",
+        buckets=buckets,
+        sum_value=engine.tick_seconds,
+    )
+
+
+def _stream_metrics(engine: Engine) -> Iterator[Any]:
+    encoded = encode_dropped = errors = reconnects = 0
+    for session in engine.active_sessions():
+        if session.pipeline is None:
+            continue
+        stats = session.pipeline.stats()
+        encoded += stats.get("frames_encoded", 0)
+        encode_dropped += stats.get("frames_dropped", 0)
+        errors += stats.get("encode_errors", 0)
+        for output in stats.get("outputs", {}).values():
+            reconnects += max(0, output.get("connects", 0) - 1)
+    for name, doc, value in (
+        ("avatarfarm_live_frames_encoded", "Frames encoded by live sessions", encoded),
+        ("avatarfarm_live_encoder_queue_drops", "Frames dropped at live encoders' queues",
+         encode_dropped),
+        ("avatarfarm_live_encode_errors", "Encode errors in live sessions", errors),
+        ("avatarfarm_live_output_reconnects", "Reconnects of live sessions' outputs", reconnects),
+    ):  # fmt: skip
+        gauge = GaugeMetricFamily(name, doc)
+        gauge.add_metric([], value)
+        yield gauge
+
+
+def build_registry(engine: Engine, table: SessionTable, cost: Any) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(EngineCollector(engine, table, cost))
+    ProcessCollector(registry=registry)  # process_resident_memory_bytes, cpu seconds, fds
+    return registry

@@ -1,0 +1,213 @@
+"""The engine loop with the real CPU renderer and real stream pipelines.
+
+Most tests step the engine by hand (`run_pending` + `tick(now)` with chosen times) so CFR
+and drop accounting are checked exactly, without depending on this machine's speed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from avatarfarm.render.avatars import load
+from avatarfarm.render.renderer import Renderer
+from avatarfarm.render.scene import Scene
+from avatarfarm.render.vocabulary import INDEX, VOCABULARY
+from avatarfarm.server.engine import Engine, EngineBusy
+from avatarfarm.server.sessions import (
+    DriverSpec,
+    Session,
+    SessionError,
+    SessionSpec,
+    SessionState,
+    VideoSpec,
+)
+from avatarfarm.server.stream import StreamPipeline, VideoSettings
+
+W, H = 160, 120
+
+
+@pytest.fixture(scope="module")
+def avatar():
+    return load("default")
+
+
+@pytest.fixture
+def engine():
+    eng = Engine(Renderer("cpu"))
+    yield eng
+    eng.stop(2.0)
+
+
+def _session(fps: int = 10, idle: bool = False, encoder: str = "none", **driver) -> Session:
+    video = VideoSpec(width=W, height=H, fps=fps, encoder=encoder, bitrate_kbps=300)
+    return Session("t1", SessionSpec(video=video, driver=DriverSpec(idle=idle, **driver)))
+
+
+def _pipeline(session: Session, outputs=(), **kw) -> StreamPipeline:
+    v = session.spec.video
+    settings = VideoSettings(bitrate_kbps=v.bitrate_kbps, encoder="x264", preset="ultrafast")
+    return StreamPipeline(session.id, v.width, v.height, v.fps, settings, list(outputs), **kw)
+
+
+def _open(engine: Engine, session: Session, avatar, pipeline=None) -> Session:
+    engine._running.set()  # accept commands; run them on this thread with run_pending
+    future = engine.create(session, avatar, pipeline)
+    engine.run_pending()
+    return future.result(0)
+
+
+def _snapshot(engine: Engine, session: Session) -> np.ndarray:
+    future = engine.snapshot(session)
+    engine.run_pending()
+    return future.result(0)[0]
+
+
+def test_cfr_frames_and_late_tick_counts_drops_and_repeats(engine, avatar):
+    s = _session(fps=10, encoder="x264")
+    pipe = _pipeline(s)
+    try:
+        _open(engine, s, avatar, pipe)
+        t0 = engine._rows.t0[s.row]
+        engine.tick(t0)  # frame 0
+        assert s.state is SessionState.LIVE
+        engine.tick(t0 + 0.05)  # not due yet
+        assert engine.frame_counters(s) == {"frames_rendered": 1, "frames_dropped": 0}
+        engine.tick(t0 + 0.35)  # frames 1 and 2 missed: counted, repeated; frame 3 rendered
+        assert engine.frame_counters(s) == {"frames_rendered": 2, "frames_dropped": 2}
+        assert pipe.stats()["frames_in"] == 4  # 0, repeat 1, repeat 2, 3
+        assert engine._rows.next_index[s.row] == 4
+        assert engine._rows.next_due[s.row] == pytest.approx(t0 + 0.4)
+    finally:
+        pipe.close(2.0)
+
+
+def test_sessions_with_different_fps_are_due_at_their_own_rate(engine, avatar):
+    slow = _open(engine, _session(fps=24), avatar)
+    fast = _open(engine, _session(fps=60), avatar)
+    t0 = max(engine._rows.t0[slow.row], engine._rows.t0[fast.row])
+    for i in range(61):
+        engine.tick(t0 + i / 60)
+    assert engine.frame_counters(fast)["frames_rendered"] == 61
+    assert engine.frame_counters(slow)["frames_rendered"] in (24, 25)
+    assert engine.frame_counters(slow)["frames_dropped"] == 0
+
+
+def test_pose_changes_the_frame_latest_wins(engine, avatar):
+    s = _open(engine, _session(), avatar)
+    t0 = engine._rows.t0[s.row]
+    engine.tick(t0)
+    before = _snapshot(engine, s)
+    expr = np.zeros(len(VOCABULARY), np.float32)
+    expr[INDEX["jawOpen"]] = 1.0
+    engine.set_pose(s, np.zeros(len(VOCABULARY), np.float32), None, None)
+    engine.set_pose(s, expr, np.array([30.0, 0, 0], np.float32), None)  # replaces the first
+    engine.tick(t0 + 0.1)
+    after = _snapshot(engine, s)
+    assert not np.array_equal(before, after)
+    assert engine._rows.expr[s.row, INDEX["jawOpen"]] == 1.0
+
+
+def test_scene_patch_applies_live_and_bad_scene_is_rejected(engine, avatar):
+    s = _open(engine, _session(), avatar)
+    t0 = engine._rows.t0[s.row]
+    engine.tick(t0)
+    before = _snapshot(engine, s)
+    done = engine.set_scene(s, Scene(background="#ff0000"))
+    engine.run_pending()
+    done.result(0)
+    engine.tick(t0 + 0.1)
+    assert not np.array_equal(before, _snapshot(engine, s))
+    bad = engine.set_scene(s, Scene(background="/no/such/file.png"))
+    engine.run_pending()
+    with pytest.raises(SessionError) as err:
+        bad.result(0)
+    assert err.value.field == "scene.background"
+    assert s.state is SessionState.LIVE
+
+
+def test_delete_ends_session_and_reuses_row(engine, avatar):
+    a = _open(engine, _session(), avatar)
+    row = a.row
+    engine.tick(engine._rows.t0[row])
+    future = engine.delete(a)
+    engine.run_pending()
+    future.result(5)
+    assert a.state is SessionState.ENDED and a.row is None
+    assert a.final_counters["frames_rendered"] == 1
+    b = _open(engine, _session(), avatar)
+    assert b.row == row
+    assert engine.all_counters()["frames_rendered"] == 1
+
+
+def test_failing_output_fails_only_its_session(engine, avatar, tmp_path: Path):
+    (tmp_path / "taken.mp4").mkdir()  # a folder where the recording file should go
+    bad, good = _session(encoder="x264"), _session(encoder="x264")
+    for s, outputs in ((bad, ["record:taken.mp4"]), (good, [])):
+        _open(engine, s, avatar, _pipeline(s, outputs, recordings_root=tmp_path))
+    t0 = max(engine._rows.t0[bad.row], engine._rows.t0[good.row])
+    deadline = time.monotonic() + 20
+    i = 0
+    while bad.state is not SessionState.FAILED and time.monotonic() < deadline:
+        engine.tick(t0 + i / 10)
+        engine._supervise()
+        i += 1
+        time.sleep(0.05)
+    assert bad.state is SessionState.FAILED
+    assert bad.error["field"] == "outputs"
+    assert good.state is SessionState.LIVE
+    engine.tick(t0 + i / 10)
+    assert engine.frame_counters(good)["frames_rendered"] == i + 1
+
+
+def test_operator_required_holds_frame_in_standby(engine, avatar):
+    s = _open(engine, _session(operator_required=True), avatar)
+    t0 = engine._rows.t0[s.row]
+    engine.tick(t0)
+    engine.clock = lambda: t0 + 10
+    engine._supervise()
+    assert s.state is SessionState.STANDBY
+    engine.tick(t0 + 0.1)
+    assert engine.frame_counters(s)["frames_rendered"] == 1  # held, not rendered
+    engine.set_pose(s, None, np.array([10.0, 0, 0], np.float32), None)
+    engine.tick(t0 + 0.2)
+    assert s.state is SessionState.LIVE
+    assert engine.frame_counters(s)["frames_rendered"] == 2
+
+
+def test_running_engine_renders_and_drains(avatar):
+    engine = Engine(Renderer("cpu"), queue_size=4)
+    engine.start()
+    try:
+        s = engine.create(_session(fps=25, idle=True), avatar, None).result(30)
+        deadline = time.monotonic() + 30
+        while engine.frame_counters(s)["frames_rendered"] < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert s.state is SessionState.LIVE
+        assert engine.ticking()
+        assert engine.drain(10.0)
+        assert s.state is SessionState.ENDED
+        with pytest.raises(EngineBusy):
+            engine.create(_session(), avatar, None)
+    finally:
+        engine.stop(2.0)
+
+
+def test_full_command_queue_is_refused_not_waited_for(avatar):
+    engine = Engine(Renderer("cpu"), queue_size=2)
+    engine.start()
+    release = threading.Event()
+    try:
+        engine.call(release.wait, 10)
+        time.sleep(0.2)  # the loop now blocks in that command
+        engine.call(lambda: None)
+        engine.call(lambda: None)
+        with pytest.raises(EngineBusy):
+            engine.call(lambda: None)
+    finally:
+        release.set()
+        engine.stop(2.0)
