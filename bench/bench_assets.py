@@ -1,6 +1,6 @@
 """Asset load times: the built-in avatar from its cache, and the sample VRM.
 
-    python bench/bench_assets.py            # prints a table, writes bench/results_assets.md
+python bench/bench_assets.py            # prints a table, writes bench/results_assets.md
 """
 
 from __future__ import annotations

@@ -13,6 +13,15 @@ or over the rare sessions that change state this tick.
 A late tick does not shift the timeline: the frames a session missed are counted as
 dropped and its previous frame is submitted again under their indices (a few at most; the
 pipeline's queue drops the rest) before the new one, so the output stays CFR.
+
+Live input (server/drivers/): every session has a PoseBank slot (and the IdleBank slot of
+the same number) that drivers write from their own threads. A tick that renders anything
+steps every slot's smoothing and idle life in a few numpy calls, then, per session with
+pushed audio, analyses the audio that goes out with this frame (lip-sync, unless a face
+capture is driving) and pushes it to the stream in place of silence. With
+`operator_required`, the session's PresenceMonitor decides `standby`: the engine swaps in
+the standby scene (avatar hidden, a line of text, the AI label kept), renders it once and
+holds it; input coming back restores the session's own scene.
 """
 
 from __future__ import annotations
@@ -28,18 +37,25 @@ from typing import Any
 import numpy as np
 
 from avatarfarm.render.asset import AvatarAsset
-from avatarfarm.render.motion import demo_motion
-from avatarfarm.render.scene import Scene
+from avatarfarm.render.camera import Placement
+from avatarfarm.render.layers import load_font
+from avatarfarm.render.scene import Overlay, Scene
 from avatarfarm.render.vocabulary import VOCABULARY
 
-from .sessions import Session, SessionError, SessionState
+from .drivers.audio import RATE as AUDIO_RATE
+from .drivers.idle import IdleBank
+from .drivers.pose import FilterConfig, PoseBank, PoseError
+from .sessions import DriverCounters, PoseWriter, Session, SessionError, SessionState
 from .stream.urls import mask_text
 
 log = logging.getLogger(__name__)
 
 K = len(VOCABULARY)
 MAX_REPEATS = 2  # repeated frames submitted per late tick; more would only fill the queue
-POSE_HOLD_S = 3.0  # a pose overrides idle animation, and counts as operator presence, this long
+POSE_SLOTS = 256  # concurrent sessions with a pose slot (PoseBank capacity)
+INPUT_ACTIVE_S = 0.5  # an input this recent fades idle life out and lip-sync off
+FACE_SOURCES = frozenset({"websocket", "vmc", "livelink"})  # capture that owns the mouth
+HIDDEN = Placement(-1.0, -1.0, 0.01)  # the standby scene puts the avatar out of frame
 MAX_COMMANDS_PER_TICK = 64
 TICK_BUCKETS = (
     0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.033, 0.042,
@@ -63,6 +79,7 @@ class Engine:
         clock: Callable[[], float] = time.monotonic,
         on_tick: Callable[[float, float, int], None] | None = None,
         name: str = "engine",
+        pose_slots: int = POSE_SLOTS,
     ) -> None:
         self.renderer = renderer
         self.name = name
@@ -77,8 +94,18 @@ class Engine:
         self.render_seconds = 0.0  # time inside Renderer.render; the rest is bookkeeping
         self.totals = {"frames_rendered": 0, "frames_dropped": 0}  # of sessions that ended
         self._commands: queue.Queue[tuple[Callable[[], Any], Future]] = queue.Queue(queue_size)
-        self._pose_lock = threading.Lock()
-        self._pending_pose: dict[Session, tuple[Any, Any, Any]] = {}
+        self.bank = PoseBank(pose_slots, clock=lambda: self.clock())
+        self.idle = IdleBank(pose_slots)
+        self.driver_counters = DriverCounters()
+        self._expr = np.zeros((pose_slots, K), np.float32)  # smoothed pose + idle, per slot
+        self._head = np.zeros((pose_slots, 3), np.float32)
+        self._eyes = np.zeros((pose_slots, 4), np.float32)
+        self._active = np.zeros(pose_slots, bool)
+        self._pose_t: float | None = None
+        self._scenes: dict[int, Scene] = {}  # row -> its own scene (restored after standby)
+        self._standby_scenes: dict[int, Scene] = {}  # row -> standby scene, built when needed
+        self._operator_rows: set[int] = set()  # rows with operator_required
+        self._hold: set[int] = set()  # standby rows: render the standby frame once, then hold
         self._closer = ThreadPoolExecutor(4, thread_name_prefix=f"{name}-close")
         self._thread: threading.Thread | None = None
         self._running = threading.Event()
@@ -168,10 +195,19 @@ class Engine:
         expressions: np.ndarray | None,
         head: np.ndarray | None,
         eyes: np.ndarray | None,
+        address: str = "",
     ) -> None:
-        """Stage a pose for the next tick; a newer one replaces it (no queue to fill)."""
-        with self._pose_lock:
-            self._pending_pose[session] = (expressions, head, eyes)
+        """Write an API pose into the session's pose slot (latest wins, smoothed, any thread)."""
+        pose = session.drivers.pose
+        if pose is None or not pose.open:
+            raise SessionError(f"session is {session.state}", "session_id", code="conflict")
+        pose.update(expressions=expressions, head=head, eyes=eyes, source="api")
+        self.driver_counters.add("api", "packets")
+        session.drivers.presence.record("api", address)
+
+    def attach_audio(self, session: Session) -> Future:
+        """Start taking the session's pushed audio (session.drivers.audio) every frame."""
+        return self.call(self._attach_audio, session)
 
     def frame_counters(self, session: Session) -> dict[str, int]:
         row = session.row
@@ -244,7 +280,8 @@ class Engine:
         if n == 0:
             return
         start = time.perf_counter()
-        self._apply_poses(now)
+        if self._operator_rows:
+            self._presence()
         due = np.flatnonzero(r.next_due[:n] <= now)
         if due.size == 0:
             return
@@ -257,11 +294,15 @@ class Engine:
         piped, piped_latest = due[has_pipe], latest[has_pipe]
         if piped.size:  # previous frames under the missed indices, before render overwrites them
             self._repeat(piped, piped_latest, missed[has_pipe])
-        live_mask = r.render[due]
-        live = due[live_mask]
+        live = due[r.render[due]]
+        pose = self._pose(live, now) if live.size else None
+        if r.audio[due].any():
+            self._audio(due, missed + 1, live, pose)
         rendered, render_time = 0, 0.0
-        if live.size:
-            rendered, render_time = self._render(live, latest[live_mask] / fps[live_mask], now)
+        if pose is not None:
+            rendered, render_time = self._render(live, *pose)
+            if self._hold:
+                self._hold_standby(live)
         if piped.size:
             self._submit(piped, piped_latest)
         r.next_index[due] = latest + 1
@@ -276,14 +317,45 @@ class Engine:
         if self.on_tick is not None and rendered:
             self.on_tick(render_time, float(r.pixels[live].sum()) / 1e6, rendered)
 
-    def _render(self, rows: np.ndarray, t: np.ndarray, now: float) -> tuple[int, float]:
+    def _pose(self, rows: np.ndarray, now: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Step smoothing and idle life of every slot to `now`; the pose rows of `rows`."""
+        dt = 0.0 if self._pose_t is None else max(0.0, now - self._pose_t)
+        self._pose_t = now
+        self.bank.advance(dt, self._expr, self._head, self._eyes)
+        np.copyto(self._active, self.bank.active(now, INPUT_ACTIVE_S))
+        self.idle.advance(now, self._active, self._expr, self._head, self._eyes)
+        return self._rows.gather(rows, self._expr, self._head, self._eyes)
+
+    def _audio(self, due: np.ndarray, frames: np.ndarray, live: np.ndarray, pose) -> None:
+        """Per due session with audio: lip-sync its rendered row, push its PCM to the stream.
+
+        The samples analysed are exactly those pushed with this frame (plus the frames a
+        late tick repeats), so the mouth is never behind the audio it shows.
+        """
+        r = self._rows
+        with_audio = r.audio[due]
+        position = {int(row): i for i, row in enumerate(live.tolist())}
+        for row, count in zip(due[with_audio].tolist(), frames[with_audio].tolist(), strict=True):
+            session = self._sessions[row]
+            audio = session.drivers.audio if session is not None else None
+            if audio is None:
+                continue
+            n = int(AUDIO_RATE // r.fps[row]) * count
+            i = position.get(row)
+            slot = int(r.pose_slot[row])
+            face = self._active[slot] and self.bank.sources[slot] in FACE_SOURCES
+            if i is not None and not face:
+                audio.analyze(n, pose[0][i])
+            pcm = audio.read(n)
+            if session.pipeline is not None:
+                try:
+                    session.pipeline.push_audio(pcm.tobytes(), AUDIO_RATE, 2)
+                except Exception as exc:
+                    self._fail_row(row, f"audio: {mask_text(str(exc))}", "audio")
+
+    def _render(self, rows: np.ndarray, expr, head, eyes) -> tuple[int, float]:
         """Render `rows`; returns frames made and the seconds spent inside the Renderer."""
         r = self._rows
-        expr, head, eyes = r.gather(rows)
-        idle = r.idle[rows] & (now - r.last_pose[rows] > POSE_HOLD_S)
-        if idle.any():
-            e, h, y = demo_motion(t[idle] + r.phase[rows[idle]])
-            expr[idle], head[idle], eyes[idle] = e, h, y
         start = time.perf_counter()
         try:
             self.renderer.render(r.slot[rows], expr, head, eyes)
@@ -330,26 +402,46 @@ class Engine:
             except Exception as exc:
                 self._fail_row(row, f"encoder: {mask_text(str(exc))}", "video")
 
-    def _apply_poses(self, now: float) -> None:
-        if not self._pending_pose:
-            return
-        with self._pose_lock:
-            pending, self._pending_pose = self._pending_pose, {}
-        r = self._rows
-        for session, (expr, head, eyes) in pending.items():
-            row = session.row
-            if row is None:
+    def _presence(self) -> None:
+        """Operator-presence policy of the sessions that need an operator: standby or live."""
+        for row in list(self._operator_rows):
+            session = self._sessions[row]
+            if session is None:
                 continue
-            if expr is not None:
-                r.expr[row] = expr
-            if head is not None:
-                r.head[row] = head
-            if eyes is not None:
-                r.eyes[row] = eyes
-            r.last_pose[row] = now
-            if session.state is SessionState.STANDBY:
+            standby = session.drivers.presence.poll() == "standby"
+            if standby and session.state is SessionState.LIVE:
+                session.transition(SessionState.STANDBY)
+                self._show(row, session, self._standby_scene(row, session))
+                self._hold.add(row)
+            elif not standby and session.state is SessionState.STANDBY:
                 session.transition(SessionState.LIVE)
-                r.render[row] = True
+                self._hold.discard(row)
+                self._rows.render[row] = True
+                self._show(row, session, self._scenes[row])
+
+    def _show(self, row: int, session: Session, scene: Scene) -> None:
+        """Swap the scene of a row's render slot (compiled once per swap, not per tick)."""
+        try:
+            self.renderer.set_scene(session.slot, scene)
+        except Exception as exc:  # keep streaming the previous scene rather than fail
+            log.warning("session %s: scene swap failed: %s", session.id, exc)
+
+    def _standby_scene(self, row: int, session: Session) -> Scene:
+        """The session's standby scene: its background and text, no avatar, the same label."""
+        scene = self._standby_scenes.get(row)
+        if scene is None:
+            video, spec = session.spec.video, session.spec.driver.standby
+            scene = standby_scene(self._scenes[row], spec.background, spec.text,
+                                  video.width, video.height)  # fmt: skip
+            self._standby_scenes[row] = scene
+        return scene
+
+    def _hold_standby(self, rendered: np.ndarray) -> None:
+        """Standby frames are still images: once one is rendered, it is held (CFR repeat)."""
+        done = set(rendered.tolist())
+        for row in [row for row in self._hold if row in done]:
+            self._rows.render[row] = False
+            self._hold.discard(row)
 
     def _mark_live(self) -> None:
         for row in list(self._starting):
@@ -361,15 +453,12 @@ class Engine:
                 session.transition(SessionState.LIVE)
 
     def _supervise(self) -> None:
-        """Once a second: operator presence (standby) and encoder/output health."""
-        r, now = self._rows, self.clock()
+        """Once a second: driver history upkeep and encoder/output health."""
         for row, session in enumerate(self._sessions):
             if session is None:
                 continue
-            if session.spec.driver.operator_required and session.state is SessionState.LIVE:
-                if now - r.last_pose[row] > POSE_HOLD_S:
-                    session.transition(SessionState.STANDBY)
-                    r.render[row] = False
+            if row not in self._operator_rows:
+                session.drivers.presence.poll()  # closes UDP sources gone silent
             if session.pipeline is not None:
                 self._check_stream(row, session)
 
@@ -387,34 +476,58 @@ class Engine:
 
     # -- commands (engine thread) ----------------------------------------------------------
     def _open(self, session: Session, avatar: AvatarAsset, pipeline: Any) -> Session:
-        video = session.spec.video
+        video, driver = session.spec.video, session.spec.driver
+        try:
+            pose = self.bank.allocate(FilterConfig(driver.smoothing))  # type: ignore[arg-type]
+        except PoseError as exc:
+            if pipeline is not None:
+                self._closer.submit(pipeline.close, 1.0)
+            raise EngineBusy(str(exc)) from None
         try:
             slot = self.renderer.open(avatar, video.width, video.height, session.spec.scene)
         except Exception as exc:
+            self.bank.release(pose.slot)
             if pipeline is not None:
                 self._closer.submit(pipeline.close, 1.0)
             field = getattr(exc, "field", None)
             session.fail(f"cannot render this session: {exc}", field and f"scene.{field}")
             raise SessionError(str(exc), field and f"scene.{field}") from None
-        row = self._rows.take(self.clock(), video.fps, int(slot), video.width * video.height)
-        self._rows.idle[row] = session.spec.driver.idle
+        now = self.clock()
+        row = self._rows.take(now, video.fps, int(slot), video.width * video.height)
+        self._rows.pose_slot[row] = pose.slot
         self._rows.render[row] = True
+        seed = int.from_bytes(session.id.encode()[-8:], "little")
+        self.idle.reset(pose.slot, seed, now, enabled=driver.idle)
         while len(self._sessions) < self._rows.capacity:
             self._sessions.append(None)
         self._rows.piped[row] = pipeline is not None
         self._sessions[row] = session
+        self._scenes[row] = session.spec.scene
+        if driver.operator_required:
+            self._operator_rows.add(row)
+        session.drivers.counters = self.driver_counters
+        session.drivers.pose = PoseWriter(self.bank, pose.slot)
         session.row, session.slot, session.pipeline = row, int(slot), pipeline
         self._starting.add(row)
         return session
 
+    def _attach_audio(self, session: Session) -> None:
+        if session.row is None or session.drivers.audio is None:
+            raise SessionError(f"session is {session.state}", "session_id", code="conflict")
+        self._rows.audio[session.row] = True
+
     def _set_scene(self, session: Session, scene: Scene) -> None:
-        if session.slot is None or not session.active:
+        if session.slot is None or session.row is None or not session.active:
             raise SessionError(f"session is {session.state}", code="conflict")
-        try:
-            self.renderer.set_scene(session.slot, scene)
-        except Exception as exc:
-            field = getattr(exc, "field", None)
-            raise SessionError(str(exc), field and f"scene.{field}") from None
+        row = session.row
+        if session.state is not SessionState.STANDBY:  # in standby: shown when input returns
+            try:
+                self.renderer.set_scene(session.slot, scene)
+            except Exception as exc:
+                field = getattr(exc, "field", None)
+                raise SessionError(str(exc), field and f"scene.{field}") from None
+        self._scenes[row] = scene
+        self._standby_scenes.pop(row, None)  # framing or label may have changed
 
     def _snapshot(self, session: Session) -> tuple[np.ndarray, int, int] | None:
         row = session.row
@@ -457,9 +570,18 @@ class Engine:
             self.renderer.close(session.slot)
         except Exception:
             log.exception("session %s: closing its render slot failed", session.id)
+        pose = session.drivers.pose
+        if pose is not None:
+            pose.close()  # no driver thread can write to the slot after this
+            self.bank.release(pose.slot)
+            self.idle.reset(pose.slot, 0, self.clock(), enabled=False)
         r.free(row)
         self._sessions[row] = None
         self._starting.discard(row)
+        for rows in (self._operator_rows, self._hold):
+            rows.discard(row)
+        self._scenes.pop(row, None)
+        self._standby_scenes.pop(row, None)
         session.row = session.slot = None
         return self._closer.submit(_finish, session, timeout)
 
@@ -474,7 +596,11 @@ class Engine:
 
 
 def _finish(session: Session, timeout: float) -> Session:
-    """Closer thread: flush the encoder and finalize outputs, then the session has ended."""
+    """Closer thread: stop driver ports, flush the encoder and finalize outputs."""
+    try:
+        session.drivers.close()
+    except Exception:
+        log.exception("session %s: stopping its drivers failed", session.id)
     if session.pipeline is not None:
         try:
             session.pipeline.close(timeout)
@@ -483,6 +609,23 @@ def _finish(session: Session, timeout: float) -> Session:
     if session.state is SessionState.STOPPING:
         session.transition(SessionState.ENDED)
     return session
+
+
+def standby_scene(live: Scene, background: str, text: str, width: int, height: int) -> Scene:
+    """`live` with the avatar out of frame, `background`, and `text` centred (label kept)."""
+    size = 0.07
+    font = load_font(None, max(8, round(size * height)))
+    left, top, right, bottom = font.getbbox(text)
+    pad = 0.8 * size * height  # text_overlay pads 0.4 x the font size on each side
+    text_w = (right - left + pad) / width
+    if text_w > 0.9:  # shrink to fit 90 % of the width
+        size, text_w = size * 0.9 / text_w, 0.9
+    text_h = (bottom - top) / height + 0.8 * size
+    overlay = Overlay(text=text, x=(1 - text_w) / 2, y=(1 - text_h) / 2, font_size=size, z=1)
+    return Scene(
+        background=background, framing=live.framing, placement=HIDDEN,
+        overlays=(overlay,), label=live.label,
+    )  # fmt: skip
 
 
 def _chain(outer: Future, done: Future) -> None:
@@ -515,8 +658,8 @@ class _Rows:
     FIELDS = {
         "t0": np.float64, "fps": np.float64, "next_index": np.int64, "next_due": np.float64,
         "slot": np.int64, "pixels": np.int64, "rendered": np.int64, "dropped": np.int64,
-        "encode_errors": np.int64, "idle": bool, "render": bool, "piped": bool,
-        "last_pose": np.float64, "phase": np.float64,
+        "encode_errors": np.int64, "render": bool, "piped": bool, "audio": bool,
+        "pose_slot": np.int64,
     }  # fmt: skip
 
     def __init__(self) -> None:
@@ -525,9 +668,6 @@ class _Rows:
         self._free: list[int] = []
         for name, dtype in self.FIELDS.items():
             setattr(self, name, np.zeros(0, dtype))
-        self.expr = np.zeros((0, K), np.float32)
-        self.head = np.zeros((0, 3), np.float32)
-        self.eyes = np.zeros((0, 4), np.float32)
         self._g_expr = np.zeros((0, K), np.float32)
         self._g_head = np.zeros((0, 3), np.float32)
         self._g_eyes = np.zeros((0, 4), np.float32)
@@ -543,14 +683,11 @@ class _Rows:
         self.t0[row], self.fps[row], self.next_index[row], self.next_due[row] = now, fps, 0, now
         self.slot[row], self.pixels[row] = slot, pixels
         self.rendered[row] = self.dropped[row] = self.encode_errors[row] = 0
-        self.last_pose[row] = -np.inf
-        self.phase[row] = (row * 1.618) % 12.0  # idle sessions do not blink in step
-        self.expr[row], self.head[row], self.eyes[row] = 0.0, 0.0, 0.0
         return row
 
     def free(self, row: int) -> None:
         self.next_due[row] = np.inf
-        self.render[row] = self.idle[row] = self.piped[row] = False
+        self.render[row] = self.audio[row] = self.piped[row] = False
         self._free.append(row)
 
     def next_due_in(self, now: float) -> float:
@@ -558,8 +695,10 @@ class _Rows:
             return 0.1
         return float(self.next_due[: self.used].min()) - now
 
-    def gather(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Pose rows for `rows` copied into reused buffers (no allocation per tick)."""
+    def gather(
+        self, rows: np.ndarray, expr_src: np.ndarray, head_src: np.ndarray, eyes_src: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The pose-slot rows of `rows` copied into reused buffers (no allocation per tick)."""
         m = rows.size
         if m > self._g_expr.shape[0]:
             size = max(m, 2 * self._g_expr.shape[0])
@@ -567,13 +706,14 @@ class _Rows:
             self._g_head = np.zeros((size, 3), np.float32)
             self._g_eyes = np.zeros((size, 4), np.float32)
         expr, head, eyes = self._g_expr[:m], self._g_head[:m], self._g_eyes[:m]
-        np.take(self.expr, rows, axis=0, out=expr)
-        np.take(self.head, rows, axis=0, out=head)
-        np.take(self.eyes, rows, axis=0, out=eyes)
+        slots = self.pose_slot[rows]
+        np.take(expr_src, slots, axis=0, out=expr)
+        np.take(head_src, slots, axis=0, out=head)
+        np.take(eyes_src, slots, axis=0, out=eyes)
         return expr, head, eyes
 
     def _grow(self, size: int) -> None:
-        for name in (*self.FIELDS, "expr", "head", "eyes"):
+        for name in self.FIELDS:
             setattr(self, name, _fit(getattr(self, name), size))
         self.next_due[self.capacity :] = np.inf
         self.capacity = size

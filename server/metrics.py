@@ -3,7 +3,8 @@
 Nothing is recorded on the hot path for Prometheus: the engine keeps plain counters and a
 tick histogram in numpy, and this collector turns them into metric families when scraped.
 Each app gets its own registry (no global state: several engines can live in one process).
-Labels carry states only, never URLs or keys.
+Labels carry states, driver types and fixed reason names only (never a session, URL or key,
+so the number of series stays bounded).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class EngineCollector(Collector):
             "avatarfarm_tick_errors", "Engine ticks that raised", value=engine.tick_errors
         )
         yield from _stream_metrics(engine)
+        yield from _driver_metrics(engine)
         cost = GaugeMetricFamily(
             "avatarfarm_frame_cost_seconds", "Admission's predicted cost of one 1280x720 frame"
         )
@@ -96,6 +98,37 @@ def _stream_metrics(engine: Engine) -> Iterator[Any]:
         gauge = GaugeMetricFamily(name, doc)
         gauge.add_metric([], value)
         yield gauge
+
+
+DRIVER_TYPES = ("websocket", "audio", "vmc", "livelink", "api")
+_ACCEPTED = frozenset({"packets", "applied", "bones", "flood"})
+
+
+def _driver_metrics(engine: Engine) -> Iterator[Any]:
+    """Live-input packets per driver type: received, rejected by reason, flood-dropped."""
+    counts = engine.driver_counters.snapshot()
+    received = CounterMetricFamily(
+        "avatarfarm_driver_packets", "Driver packets/messages received", labels=["type"]
+    )
+    rejected = CounterMetricFamily(
+        "avatarfarm_driver_rejected",
+        "Driver input rejected or ignored (malformed, wrong source, stale, ...)",
+        labels=["type", "reason"],
+    )
+    flood = CounterMetricFamily(
+        "avatarfarm_driver_flood_dropped",
+        "Driver packets dropped unparsed over the port's rate limit",
+        labels=["type"],
+    )
+    for kind in DRIVER_TYPES:
+        received.add_metric([kind], counts.get((kind, "packets"), 0))
+        flood.add_metric([kind], counts.get((kind, "flood"), 0))
+    for (kind, what), n in sorted(counts.items()):
+        if what not in _ACCEPTED:
+            rejected.add_metric([kind, what], n)
+    yield received
+    yield rejected
+    yield flood
 
 
 def build_registry(engine: Engine, table: SessionTable, cost: Any) -> CollectorRegistry:

@@ -5,8 +5,11 @@ The engine thread is the only writer of a session's state; HTTP handlers read it
     starting -> live <-> standby -> stopping -> ended
         any state but ended -> failed (with the error that caused it)
 
-`standby`: the session's policy needs a live operator and none is driving it, so the
-last frame is held (still CFR) until a pose arrives again.
+`standby`: the session's policy needs a live operator and none has driven it for
+`driver.timeout_s`, so it shows its standby scene (still CFR) until input returns.
+
+Each session also owns its live inputs (`SessionDrivers`): the pose slot the engine gives
+it, the presence policy and driver history, pushed audio and its UDP driver ports.
 """
 
 from __future__ import annotations
@@ -15,13 +18,17 @@ import itertools
 import secrets
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from avatarfarm.render.scene import Scene
 
+from .drivers.audio import AudioDriver
+from .drivers.pose import PoseBank, PoseState
+from .drivers.presence import PresenceMonitor
+from .drivers.udp import UdpReceiver
 from .stream.urls import mask_url
 
 KEEP_FINISHED = 200  # ended/failed sessions kept per tenant so clients can read the outcome
@@ -65,10 +72,24 @@ class VideoSpec:
     encoder: str = "auto"
 
 
+STANDBY_TEXT = "The host will be right back"
+
+
+@dataclass(frozen=True)
+class StandbySpec:
+    """What a standby session shows instead of the avatar: a colour or image, and a line."""
+
+    background: str = "#14181f"
+    text: str = STANDBY_TEXT
+
+
 @dataclass(frozen=True)
 class DriverSpec:
-    idle: bool = True  # built-in idle animation while no pose arrives
-    operator_required: bool = False  # hold the frame (standby) while nobody drives it
+    idle: bool = True  # blinks, breathing and sway while no input drives the avatar
+    operator_required: bool = False  # standby scene while nobody drives it
+    timeout_s: float = 10.0  # seconds without input before standby
+    smoothing: str = "one_euro"  # one_euro | spring | none (server.drivers.pose)
+    standby: StandbySpec = field(default_factory=StandbySpec)
 
 
 @dataclass(frozen=True)
@@ -110,6 +131,7 @@ class Session:
         self.slot: int | None = None  # renderer slot while active
         self.pipeline: Any = None  # StreamPipeline, or None for encoder "none"
         self.final_counters: dict[str, int] = {"frames_rendered": 0, "frames_dropped": 0}
+        self.drivers = SessionDrivers(spec.driver)
 
     def new_output(self, url: str) -> OutputRecord:
         record = OutputRecord(f"o{next(self._output_ids)}", url)
@@ -133,6 +155,124 @@ class Session:
     @property
     def active(self) -> bool:
         return self.state in ACTIVE
+
+
+class PoseWriter(PoseState):
+    """A session's pose slot that ignores writes once closed, so a driver thread still
+    running after the session ended can never touch a slot given to another session."""
+
+    def __init__(self, bank: PoseBank, slot: int) -> None:
+        super().__init__(bank, slot)
+        self._lock = threading.Lock()
+        self.open = True
+
+    def update(self, **kwargs: Any) -> int:
+        with self._lock:
+            return super().update(**kwargs) if self.open else 0
+
+    def close(self) -> None:
+        with self._lock:
+            self.open = False
+
+
+class DriverCounters:
+    """Driver packet counts per (type, what) for /metrics: retired drivers plus live ones."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._totals: Counter[tuple[str, str]] = Counter()
+        self._live: set[UdpReceiver] = set()
+
+    def add(self, kind: str, what: str, n: int = 1) -> None:
+        with self._lock:
+            self._totals[(kind, what)] += n
+
+    def register(self, receiver: UdpReceiver) -> None:
+        with self._lock:
+            self._live.add(receiver)
+
+    def retire(self, receiver: UdpReceiver) -> None:
+        """Fold a stopped receiver's counts into the totals."""
+        with self._lock:
+            if receiver in self._live:
+                self._live.discard(receiver)
+                for what, n in receiver.stats().items():
+                    self._totals[(receiver.kind, what)] += n
+
+    def snapshot(self) -> dict[tuple[str, str], int]:
+        with self._lock:
+            out = Counter(self._totals)
+            for receiver in self._live:
+                for what, n in receiver.stats().items():
+                    out[(receiver.kind, what)] += n
+        return dict(out)
+
+
+@dataclass
+class DriverPort:
+    """A UDP driver opened through the API."""
+
+    id: str
+    receiver: UdpReceiver
+    sources: set[str] = field(default_factory=set)  # addresses seen, to close them in history
+    host: str = ""
+    port: int = 0
+
+
+MAX_PORTS = 4  # UDP driver ports per session
+MAX_SOURCES = 64  # sender addresses remembered per port (history closing on DELETE)
+
+
+class SessionDrivers:
+    """A session's live inputs. The engine attaches the pose slot when the session opens."""
+
+    def __init__(self, spec: DriverSpec) -> None:
+        self.presence = PresenceMonitor(spec.operator_required, spec.timeout_s)
+        self.pose: PoseWriter | None = None
+        self.counters = DriverCounters()  # replaced by the engine's shared one on open
+        self.audio: AudioDriver | None = None
+        self.audio_owner: object | None = None  # the audio WebSocket currently feeding it
+        self.ports: dict[str, DriverPort] = {}
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self.closed = False
+
+    def record(self, sources: set[str], kind: str, address: str) -> None:
+        """on_input of a UDP driver: presence and history, remembering the sender."""
+        if len(sources) < MAX_SOURCES:
+            sources.add(address)
+        self.presence.record(kind, address)
+
+    def add_port(self, receiver: UdpReceiver, sources: set[str]) -> DriverPort | None:
+        """Register a started receiver; None (caller stops it) when the session has ended."""
+        with self._lock:
+            if self.closed:
+                return None
+            port = DriverPort(f"d{next(self._ids)}", receiver, sources, *receiver.address)
+            self.ports[port.id] = port
+        self.counters.register(receiver)
+        return port
+
+    def remove_port(self, port_id: str) -> DriverPort | None:
+        with self._lock:
+            return self.ports.pop(port_id, None)
+
+    def stop_port(self, port: DriverPort) -> None:
+        """Blocking (joins the receive thread): call off the event loop and the engine."""
+        port.receiver.stop()
+        self.counters.retire(port.receiver)
+        for address in port.sources:
+            self.presence.disconnect(port.receiver.kind, address)
+
+    def close(self) -> None:
+        """The session ended: stop every port (blocking; the engine's closer thread)."""
+        with self._lock:
+            self.closed = True
+            ports, self.ports = list(self.ports.values()), {}
+        for port in ports:
+            self.stop_port(port)
+        self.presence.disconnect("websocket")
+        self.presence.disconnect("audio")
 
 
 class SessionTable:

@@ -26,6 +26,9 @@ ROUTES = [
     ("POST", "/v1/sessions/{session_id}/outputs", True),
     ("DELETE", "/v1/sessions/{session_id}/outputs/{output_id}", True),
     ("PUT", "/v1/sessions/{session_id}/pose", True),
+    ("POST", "/v1/sessions/{session_id}/drivers", True),
+    ("GET", "/v1/sessions/{session_id}/drivers", True),
+    ("DELETE", "/v1/sessions/{session_id}/drivers/{driver_id}", True),
     ("GET", "/v1/sessions/{session_id}/snapshot.jpg", True),
     ("GET", "/v1/sessions/{session_id}/preview.mjpg", True),
     ("GET", "/v1/sessions/{session_id}/hls/{name}", True),
@@ -37,6 +40,7 @@ BODIES = {
     ("PATCH", "/v1/sessions/{session_id}"): {"bitrate_kbps": 1000},
     ("POST", "/v1/sessions/{session_id}/outputs"): {"url": "hls:"},
     ("PUT", "/v1/sessions/{session_id}/pose"): {"head": {"yaw": 5}},
+    ("POST", "/v1/sessions/{session_id}/drivers"): {"type": "vmc"},
     ("POST", "/v1/sessions"): {"video": SMALL},
 }
 
@@ -54,7 +58,7 @@ def owned(server):
                                                     "bitrate_kbps": 300}}).json()  # fmt: skip
         out = t1.post(f"/v1/sessions/{s['id']}/outputs", json={"url": "hls:"}).json()
         yield {"session_id": s["id"], "output_id": out["id"], "avatar_id": AVATAR,
-               "name": "index.m3u8"}  # fmt: skip
+               "name": "index.m3u8", "driver_id": "d1"}  # fmt: skip
         t1.delete(f"/v1/sessions/{s['id']}")
 
 

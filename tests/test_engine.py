@@ -109,7 +109,7 @@ def test_pose_changes_the_frame_latest_wins(engine, avatar):
     engine.tick(t0 + 0.1)
     after = _snapshot(engine, s)
     assert not np.array_equal(before, after)
-    assert engine._rows.expr[s.row, INDEX["jawOpen"]] == 1.0
+    assert engine._expr[s.drivers.pose.slot, INDEX["jawOpen"]] > 0.5  # smoothed towards 1
 
 
 def test_scene_patch_applies_live_and_bad_scene_is_rejected(engine, avatar):
@@ -162,21 +162,6 @@ def test_failing_output_fails_only_its_session(engine, avatar, tmp_path: Path):
     assert good.state is SessionState.LIVE
     engine.tick(t0 + i / 10)
     assert engine.frame_counters(good)["frames_rendered"] == i + 1
-
-
-def test_operator_required_holds_frame_in_standby(engine, avatar):
-    s = _open(engine, _session(operator_required=True), avatar)
-    t0 = engine._rows.t0[s.row]
-    engine.tick(t0)
-    engine.clock = lambda: t0 + 10
-    engine._supervise()
-    assert s.state is SessionState.STANDBY
-    engine.tick(t0 + 0.1)
-    assert engine.frame_counters(s)["frames_rendered"] == 1  # held, not rendered
-    engine.set_pose(s, None, np.array([10.0, 0, 0], np.float32), None)
-    engine.tick(t0 + 0.2)
-    assert s.state is SessionState.LIVE
-    assert engine.frame_counters(s)["frames_rendered"] == 2
 
 
 def test_running_engine_renders_and_drains(avatar):

@@ -21,7 +21,7 @@ from ..config import Settings
 from ..engine import Engine
 from ..metrics import build_registry
 from ..sessions import SessionTable
-from . import admin, avatars, console, errors, media, outputs, pose, sessions
+from . import admin, avatars, console, drive, drivers, errors, media, outputs, pose, sessions
 from .avatar_store import AvatarStore
 from .deps import ServerState
 from .limits import BodyLimit
@@ -92,7 +92,7 @@ def create_app(
     app.state.previews = [0]
     errors.install(app)
     app.add_middleware(BodyLimit)
-    for module in (admin, avatars, sessions, outputs, pose, media, console):
+    for module in (admin, avatars, sessions, outputs, pose, drive, drivers, media, console):
         app.include_router(module.router)
     return app
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from avatarfarm.render.camera import Placement
 from avatarfarm.render.scene import CORNERS, DEFAULT_LABEL, FRAMINGS, Label, Overlay, Scene
 
-from ..sessions import DriverSpec, SessionSpec, VideoSpec
+from ..sessions import STANDBY_TEXT, DriverSpec, SessionSpec, StandbySpec, VideoSpec
 
 MAX_PIXELS = 3840 * 2160
 Corner = Literal["top-left", "top-right", "bottom-left", "bottom-right"]
@@ -138,9 +138,31 @@ class OutputIn(Strict):
     url: str = Field(min_length=4, max_length=2048, pattern=r"^(rtmps?://|hls:|record:)")
 
 
+class StandbyIn(Strict):
+    """The standby scene: a #rrggbb colour or `media:<name>` image, and a line of text."""
+
+    background: str = Field("#14181f", pattern=r"^(#[0-9a-fA-F]{6}|media:[A-Za-z0-9._-]{1,100})$")
+    text: str = Field(STANDBY_TEXT, min_length=1, max_length=120)
+
+
 class DriverIn(Strict):
+    """Live driving: idle life, smoothing, and the operator-presence policy."""
+
     idle: bool = True
     operator_required: bool = False
+    timeout_s: float = Field(10.0, ge=0.5, le=3600.0)
+    smoothing: Literal["one_euro", "spring", "none"] = "one_euro"
+    standby: StandbyIn = Field(default_factory=StandbyIn)
+
+    def to_spec(self, media_dir: Path | None) -> DriverSpec:
+        background = _media(self.standby.background, media_dir, "driver.standby.background")
+        return DriverSpec(
+            idle=self.idle,
+            operator_required=self.operator_required,
+            timeout_s=self.timeout_s,
+            smoothing=self.smoothing,
+            standby=StandbySpec(background, self.standby.text),
+        )
 
 
 class SessionCreate(Strict):
@@ -156,7 +178,7 @@ class SessionCreate(Strict):
             video=VideoSpec(**self.video.model_dump()),
             scene=self.scene.to_scene(media_dir),
             outputs=tuple(o.url for o in self.outputs),
-            driver=DriverSpec(**self.driver.model_dump()),
+            driver=self.driver.to_spec(media_dir),
         )
 
 

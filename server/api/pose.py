@@ -1,13 +1,14 @@
 """PUT /v1/sessions/{id}/pose: low-rate control of expressions, head and eyes.
 
-The pose is staged for the engine's next tick (latest wins); high-rate live driving
-(WebSocket, VMC, Live Link, audio) is server/drivers/, writing the same per-session slots.
+The pose is written into the session's pose slot (source "api"; latest wins, smoothed
+like every input, and it counts as operator presence). High-rate live driving (WebSocket,
+VMC, Live Link, audio) is server/drivers/ and api/drive.py, writing the same slot.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
 from avatarfarm.render.expressions import inputs_from_dict
 
@@ -19,7 +20,9 @@ router = APIRouter(prefix="/v1/sessions/{session_id}", tags=["pose"], responses=
 
 
 @router.put("/pose", status_code=204)
-async def put_pose(session_id: str, body: PoseIn, state: State, who: Caller) -> Response:
+async def put_pose(
+    session_id: str, body: PoseIn, state: State, who: Caller, request: Request
+) -> Response:
     session = own_session(state, who, session_id)
     if not session.active:
         raise ApiError(409, f"session is {session.state}", "session_id", code="conflict")
@@ -35,5 +38,6 @@ async def put_pose(session_id: str, body: PoseIn, state: State, who: Caller) -> 
     if body.eyes is not None:
         e = body.eyes
         eyes = np.array([e.left_yaw, e.left_pitch, e.right_yaw, e.right_pitch], np.float32)
-    state.engine.set_pose(session, expressions, head, eyes)
+    address = request.client.host if request.client else ""
+    state.engine.set_pose(session, expressions, head, eyes, address)
     return Response(status_code=204)

@@ -1,0 +1,198 @@
+"""UDP driver ports of a session: VMC (OSC) and Live Link Face receivers, and the history.
+
+    POST   /v1/sessions/{id}/drivers              {"type": "vmc"|"livelink", "port"?, "allowed"?}
+    GET    /v1/sessions/{id}/drivers              active ports and the driver history (audit)
+    DELETE /v1/sessions/{id}/drivers/{driver_id}  close a port
+
+A port binds on the server's `host` setting (127.0.0.1 by default). Without `port`, the
+app's conventional port is tried first (39539 VMC, 11111 Live Link Face) and an ephemeral
+one is used when it is taken. `allowed` restricts the sender addresses. Each port is
+rate-limited before parsing: datagrams over the limit are dropped and counted as
+flood-dropped, so a flood costs its receive thread little and never reaches the engine.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, Literal
+
+from fastapi import APIRouter, Response
+from pydantic import BaseModel, Field, field_validator
+from starlette.concurrency import run_in_threadpool
+
+from ..drivers.livelink import LIVELINK_PORT, LiveLinkReceiver
+from ..drivers.pose import PoseState
+from ..drivers.udp import DriverPacketError, UdpReceiver
+from ..drivers.vmc import VMC_PORT, VmcReceiver
+from ..sessions import MAX_PORTS, DriverPort, Session
+from .deps import Caller, ServerState, State, own_session
+from .errors import ApiError
+from .models import ERRORS, Strict
+
+router = APIRouter(prefix="/v1/sessions/{session_id}/drivers", tags=["drivers"], responses=ERRORS)
+
+# Datagrams per second a port parses; VSeeFace sends one bundle per frame, some senders
+# one datagram per message (~60 per frame at 60 fps).
+RATE_LIMITS = {"vmc": 6000.0, "livelink": 1000.0}
+BURST_S = 0.25
+
+
+class TokenBucket:
+    """`rate` tokens a second, up to `rate * BURST_S` saved; one per datagram."""
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate, self.capacity = rate, rate * BURST_S
+        self._tokens, self._clock = self.capacity, clock
+        self._last = clock()
+
+    def take(self) -> bool:
+        now = self._clock()
+        self._tokens = min(self.capacity, self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True
+
+
+class VmcPort(VmcReceiver):
+    """VmcReceiver with a per-port rate limit in front of the OSC parser."""
+
+    def __init__(self, pose: PoseState, *args: Any, **kwargs: Any) -> None:
+        super().__init__(pose, *args, **kwargs)
+        self.bucket = TokenBucket(RATE_LIMITS["vmc"])
+
+    def handle(self, data: bytes, source: tuple[str, int]) -> None:
+        if not self.bucket.take():
+            raise DriverPacketError("flood", "over the port's rate limit")
+        super().handle(data, source)
+
+
+class LiveLinkPort(LiveLinkReceiver):
+    """LiveLinkReceiver with a per-port rate limit in front of the parser."""
+
+    def __init__(self, pose: PoseState, *args: Any, **kwargs: Any) -> None:
+        super().__init__(pose, *args, **kwargs)
+        self.bucket = TokenBucket(RATE_LIMITS["livelink"])
+
+    def handle(self, data: bytes, source: tuple[str, int]) -> None:
+        if not self.bucket.take():
+            raise DriverPacketError("flood", "over the port's rate limit")
+        super().handle(data, source)
+
+
+KINDS: dict[str, tuple[type[UdpReceiver], int]] = {
+    "vmc": (VmcPort, VMC_PORT),
+    "livelink": (LiveLinkPort, LIVELINK_PORT),
+}
+
+
+class DriverCreate(Strict):
+    type: Literal["vmc", "livelink"]
+    port: int | None = Field(None, ge=1024, le=65535)
+    allowed: list[str] | None = Field(None, min_length=1, max_length=64)
+
+    @field_validator("allowed")
+    @classmethod
+    def _addresses(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        try:
+            return [str(ipaddress.ip_address(a)) for a in value]
+        except ValueError as exc:
+            raise ValueError(f"allowed must be IP addresses: {exc}") from None
+
+
+class DriverOut(BaseModel):
+    id: str
+    type: str
+    host: str
+    port: int
+    allowed: list[str] | None = None
+    stats: dict[str, int] = Field(default_factory=dict)
+
+
+class DriversOut(BaseModel):
+    active: list[DriverOut]
+    history: list[dict[str, Any]]
+
+
+_bind_lock = threading.Lock()  # one bind at a time: "conventional port free?" then bind
+
+
+@router.post("", status_code=201, response_model=DriverOut)
+async def open_driver(session_id: str, body: DriverCreate, state: State, who: Caller) -> dict:
+    """Open a UDP port that feeds the session's pose (host and port in the answer)."""
+    session = own_session(state, who, session_id)
+    if not session.active or session.drivers.pose is None:
+        raise ApiError(409, f"session is {session.state}", "session_id", code="conflict")
+    if len(session.drivers.ports) >= MAX_PORTS:
+        raise ApiError(429, f"at most {MAX_PORTS} driver ports per session", "type",
+                       code="quota_exceeded")  # fmt: skip
+    port = await run_in_threadpool(_start, state, session, body)
+    return _view(port)
+
+
+def _start(state: ServerState, session: Session, body: DriverCreate) -> DriverPort:
+    """Bind and start a receiver (worker thread); conventional port first when none asked."""
+    cls, conventional = KINDS[body.type]
+    drivers = session.drivers
+    assert drivers.pose is not None
+    sources: set[str] = set()
+
+    def on_input(kind: str, address: str) -> None:
+        drivers.record(sources, kind, address)
+
+    ports: Iterable[int] = (body.port,) if body.port is not None else (conventional, 0)
+    receiver = None
+    with _bind_lock:
+        for number in ports:
+            candidate = cls(drivers.pose, state.settings.host, number, body.allowed, on_input)
+            try:
+                candidate.start()
+            except OSError as exc:
+                if body.port is not None or number == 0:
+                    raise ApiError(409, f"cannot bind UDP port {number}: {exc.strerror}",
+                                   "port", code="conflict") from None  # fmt: skip
+                continue
+            receiver = candidate
+            break
+    assert receiver is not None
+    port = drivers.add_port(receiver, sources)
+    if port is None:  # the session ended meanwhile
+        receiver.stop()
+        raise ApiError(409, f"session is {session.state}", "session_id", code="conflict")
+    return port
+
+
+@router.get("", response_model=DriversOut)
+async def list_drivers(session_id: str, state: State, who: Caller) -> dict:
+    """Open ports with their packet counts, and every input's connection history."""
+    session = own_session(state, who, session_id)
+    ports = list(session.drivers.ports.values())
+    return {"active": [_view(p) for p in ports], "history": session.drivers.presence.history()}
+
+
+@router.delete("/{driver_id}", status_code=204)
+async def close_driver(session_id: str, driver_id: str, state: State, who: Caller) -> Response:
+    session = own_session(state, who, session_id)
+    port = session.drivers.remove_port(driver_id)
+    if port is None:
+        raise ApiError(404, f"no driver {driver_id}", "driver_id")
+    await run_in_threadpool(session.drivers.stop_port, port)
+    return Response(status_code=204)
+
+
+def _view(port: DriverPort) -> dict[str, Any]:
+    rx = port.receiver
+    return {
+        "id": port.id,
+        "type": rx.kind,
+        "host": port.host,
+        "port": port.port,
+        "allowed": sorted(rx.allowed) if rx.allowed is not None else None,
+        "stats": rx.stats(),
+    }
