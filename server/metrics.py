@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -22,6 +23,7 @@ from prometheus_client.registry import Collector
 
 from .engine import TICK_BUCKETS, Engine
 from .sessions import SessionState, SessionTable
+from .stream.pipeline import LATENCY_BUCKETS
 
 
 class EngineCollector(Collector):
@@ -79,10 +81,14 @@ def _tick_histogram(engine: Engine) -> HistogramMetricFamily:
 
 def _stream_metrics(engine: Engine) -> Iterator[Any]:
     encoded = encode_dropped = errors = reconnects = 0
+    latency_counts = np.zeros(len(LATENCY_BUCKETS) + 1, np.int64)
+    latency_sum = 0.0
     for session in engine.active_sessions():
         if session.pipeline is None:
             continue
         stats = session.pipeline.stats()
+        latency_counts += stats["encode_latency"]["buckets"]
+        latency_sum += stats["encode_latency"]["sum_seconds"]
         encoded += stats.get("frames_encoded", 0)
         encode_dropped += stats.get("frames_dropped", 0)
         errors += stats.get("encode_errors", 0)
@@ -98,6 +104,13 @@ def _stream_metrics(engine: Engine) -> Iterator[Any]:
         gauge = GaugeMetricFamily(name, doc)
         gauge.add_metric([], value)
         yield gauge
+    bounds = [repr(float(b)) for b in LATENCY_BUCKETS] + ["+Inf"]
+    yield HistogramMetricFamily(
+        "avatarfarm_live_encode_latency_seconds",
+        "Live sessions: frame hand-off to encoded packets (queue wait + encode)",
+        buckets=list(zip(bounds, np.cumsum(latency_counts).tolist(), strict=True)),
+        sum_value=latency_sum,
+    )
 
 
 DRIVER_TYPES = ("websocket", "audio", "vmc", "livelink", "api")

@@ -313,6 +313,7 @@ def test_health_readiness_and_metrics(server, t1):
     assert 'avatarfarm_sessions{state="live"}' in text
     assert "avatarfarm_frames_rendered_total" in text
     assert "avatarfarm_tick_duration_seconds_bucket" in text
+    assert "avatarfarm_live_encode_latency_seconds_bucket" in text
     assert "process_resident_memory_bytes" in text
     for key in (*TENANT_KEYS.values(), ADMIN_KEY):
         assert key not in text and key not in server.output()

@@ -61,6 +61,9 @@ def test_recording_is_fragmented_mp4_with_cfr_video_and_aac(tmp_path):
         audio = c.streams.audio[0].codec_context
         assert (audio.name, audio.sample_rate, audio.channels) == ("aac", 48000, 2)
     assert b"moof" in path.read_bytes()[:200_000]  # fragmented: playable without a trailer
+    latency = pipe.stats()["encode_latency"]
+    assert sum(latency["buckets"]) == pipe.stats()["frames_encoded"] == 3 * FPS
+    assert 0.0 < latency["sum_seconds"] / (3 * FPS) < 1.0  # hand-off to packets, per frame
 
 
 def test_recording_survives_a_killed_writer(tmp_path):

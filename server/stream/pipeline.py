@@ -23,6 +23,10 @@ from .outputs import Destination
 from .settings import VideoSettings
 from .targets import parse_target
 
+LATENCY_RING = 256
+LATENCY_BUCKETS = np.array([0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0])
+"""Upper bounds (seconds) of the encode-latency histogram; the last bucket is +Inf."""
+
 log = logging.getLogger(__name__)
 
 
@@ -66,6 +70,12 @@ class StreamPipeline:
             "encode_errors": 0,
             "bytes_out": 0,
         }
+        # Hand-off -> encoded packets, per frame: when each queued frame was submitted (a ring
+        # indexed by frame index; the queue holds far fewer frames than the ring) and a
+        # fixed-bucket histogram of the delays.
+        self._submitted_at = np.zeros(LATENCY_RING, np.float64)
+        self._latency_counts = np.zeros(len(LATENCY_BUCKETS) + 1, np.int64)
+        self._latency_sum = 0.0
         self._thread = threading.Thread(target=self._run, name=f"enc-{session_id}", daemon=True)
         self._thread.start()
         try:
@@ -86,6 +96,7 @@ class StreamPipeline:
         if isinstance(nv12, np.ndarray):
             nv12 = host_frame(nv12, self.width, self.height)
         self._counters["frames_in"] += 1
+        self._submitted_at[frame_index % LATENCY_RING] = time.perf_counter()
         if self._encoder is None or not self._frames.put(nv12, frame_index):
             self._counters["frames_dropped"] += 1
             return False
@@ -141,6 +152,10 @@ class StreamPipeline:
             "bitrate_kbps": enc.bitrate_kbps if enc else 0,
             "audio_dropped_samples": self._audio.pcm.dropped_samples if self._audio else 0,
             **self._counters,
+            "encode_latency": {
+                "buckets": self._latency_counts.tolist(),
+                "sum_seconds": self._latency_sum,
+            },
             "outputs": outputs,
         }
 
@@ -194,6 +209,9 @@ class StreamPipeline:
         if force:  # a request arriving now is served by this very IDR
             self._force_idr.clear()
         packets = self._encoder.encode(buf, pts, force)
+        latency = time.perf_counter() - self._submitted_at[frame_index % LATENCY_RING]
+        self._latency_counts[np.searchsorted(LATENCY_BUCKETS, latency)] += 1
+        self._latency_sum += latency
         self._counters["frames_encoded"] += 1
         self._fan_out(packets + self._audio.packets_until(pts))
 
