@@ -88,6 +88,7 @@ def test_session_lifecycle_patch_background_and_delete(t1):
     assert res.status_code == 200 and res.json()["state"] == "ended"
     body = t1.get(f"/v1/sessions/{s['id']}").json()
     assert body["state"] == "ended" and body["stats"]["frames_rendered"] > 0
+    assert 0 < body["stats"]["fps_rendered"] <= body["stats"]["fps"] == SMALL["fps"]
     assert t1.get(f"/v1/sessions/{s['id']}/snapshot.jpg").status_code == 409
 
 

@@ -220,9 +220,13 @@ def view(state: ServerState, session: Session) -> dict[str, Any]:
                       if k in o},
         })  # fmt: skip
     v = session.spec.video
+    counters = state.engine.frame_counters(session)
+    made = counters["frames_rendered"] + counters["frames_dropped"]
     stats: dict[str, Any] = {
-        **state.engine.frame_counters(session),
+        **counters,
         "fps": v.fps,
+        # fresh frames per second: the configured rate less the frames repeated for drops
+        "fps_rendered": round(v.fps * counters["frames_rendered"] / made, 2) if made else 0.0,
         "encoder": stream["encoder"] if stream else "none",
         "bitrate_kbps": stream["bitrate_kbps"] if stream else 0,
     }
