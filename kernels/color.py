@@ -112,12 +112,19 @@ def make_color_math(jit) -> SimpleNamespace:
         return int(encode_lut[int(c * enc_max + 0.5)])
 
     @jit
-    def linstep(a, b, t):
-        """saturate((t - a) / (b - a)); a step at `a` when the range is empty (toony = 1)."""
+    def linstep_range(a, b):
+        """(a, 1 / (b - a)) for `linstep`; an empty range (b - a <= 1e-6) gives inverse 0."""
         if b - a <= 1e-6:
+            return a, 0.0
+        return a, 1.0 / (b - a)
+
+    @jit
+    def linstep(a, inv, t):
+        """saturate((t - a) / (b - a)) with (a, inv) from `linstep_range(a, b)`; a step at
+        `a` when the range is empty (toony = 1)."""
+        if inv == 0.0:
             return 1.0 if t >= a else 0.0
-        x = (t - a) / (b - a)
-        return min(max(x, 0.0), 1.0)
+        return min(max((t - a) * inv, 0.0), 1.0)
 
     @jit
     def blend_yuv(y, u, v, r, g, b, a):
@@ -133,6 +140,7 @@ def make_color_math(jit) -> SimpleNamespace:
     return SimpleNamespace(
         srgb_u8_to_linear=srgb_u8_to_linear,
         linear_to_srgb_u8=linear_to_srgb_u8,
+        linstep_range=linstep_range,
         linstep=linstep,
         blend_yuv=blend_yuv,
     )

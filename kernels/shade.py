@@ -1,7 +1,7 @@
 """Stage 3: resolve the visibility buffers into the premultiplied sRGB avatar layer.
 
 Per layer pixel of every session (one CUDA thread each; on the CPU a `prange` over
-(session, row) items): read `vis_opaque`, rebuild the triangle's perspective-correct
+(session, band of rows) items): read `vis_opaque`, rebuild the triangle's perspective-correct
 barycentrics at the pixel centre from its clip-space vertices, interpolate uv (through the
 material's uv transform) and the world normal, sample the base-colour texture bilinearly
 (sRGB texels decoded to linear before filtering, wrap = repeat), light it, composite the
@@ -84,11 +84,20 @@ SHADING_MTOON = 2
 
 
 def make_shade_math(jit) -> SimpleNamespace:
-    """Per-pixel shading math, compiled with `jit` (cpu_device or cuda_device())."""
+    """Per-pixel shading math, compiled with `jit` (cpu_device or cuda_device()).
+
+    Per-triangle constants (edge planes, material, vertex attributes) are gathered once by
+    `tri_setup`; the CPU launcher reuses them across a row's run of pixels of one triangle,
+    the CUDA kernel calls it per pixel. Argument groups (numba inlines at most 30
+    arguments): geo = (clip, wnrm, uv, tris, tri_mat), mats = the material arrays in
+    kernel order, texs = (tex_pixels, tex_offset, tex_size), ses = (vbase, tbase, obase,
+    lbase), light = (lx, ly, lz, ambient) with the direction normalised.
+    """
     cm = make_color_math(jit)
     srgb_u8_to_linear = cm.srgb_u8_to_linear
     linear_to_srgb_u8 = cm.linear_to_srgb_u8
     linstep = cm.linstep
+    linstep_range = cm.linstep_range
     empty_word = EMPTY
     low32 = LOW32
 
@@ -101,7 +110,8 @@ def make_shade_math(jit) -> SimpleNamespace:
 
     @jit
     def is_empty(vis_opaque, vis_blend, i):
-        return vis_opaque[i] == empty_word and vis_blend[i] == empty_word
+        """Both words empty (all ones): their AND is all ones exactly then."""
+        return (vis_opaque[i] & vis_blend[i]) == empty_word
 
     @jit
     def edge_coeffs(clip, o, lj, lk):
@@ -115,38 +125,94 @@ def make_shade_math(jit) -> SimpleNamespace:
         return yj * wk - wj * yk, wj * xk - xj * wk, xj * yk - yj * xk, wj > 0.0 and wk > 0.0
 
     @jit
-    def tri_verts(tris, tbase, t):
-        r = tbase + t
-        return tris[r, 0], tris[r, 1], tris[r, 2]
+    def tri_setup(t, geo, mats, texs, ses):
+        """Everything about local triangle t that does not depend on the pixel.
+
+        Returns (edges, front, mat, tex, nrm): edges[e] = (A, B, C, ok) of the edge opposite
+        vertex e (ok: both its vertices at w > 0), front = the facing, mat = (r, g, b, a,
+        alpha mode, cutoff, shading, shade r, g, b, the MToon band as linstep_range, shift),
+        tex = (texture, offset, w, h, the three uvs, the uv transform's 6 terms), nrm = the
+        three world normals. Floats are widened to float64 exactly, so the per-pixel math
+        matches evaluating it from the arrays directly.
+        """
+        clip, wnrm, uv, tris, tri_mat = geo
+        (mat_base_color, mat_texture, mat_uv_transform, mat_alpha_mode, mat_alpha_cutoff,
+         mat_shading, mat_shade_color, mat_toony, mat_shift) = mats  # fmt: skip
+        tex_pixels, tex_offset, tex_size = texs
+        vbase, tbase, obase, lbase = ses
+        g = tbase + t
+        l0 = tris[g, 0]
+        l1 = tris[g, 1]
+        l2 = tris[g, 2]
+        a0, b0, c0, ok0 = edge_coeffs(clip, obase, l1, l2)
+        a1, b1, c1, ok1 = edge_coeffs(clip, obase, l2, l0)
+        a2, b2, c2, ok2 = edge_coeffs(clip, obase, l0, l1)
+        det = clip[obase + l0, 0] * a0 + clip[obase + l0, 1] * b0 + clip[obase + l0, 3] * c0
+        edges = (
+            (float(a0), float(b0), float(c0), ok0),
+            (float(a1), float(b1), float(c1), ok1),
+            (float(a2), float(b2), float(c2), ok2),
+        )
+        m = tri_mat[g]
+        t_lo, t_inv = linstep_range(-1.0 + mat_toony[m], 1.0 - mat_toony[m])
+        mat = (
+            float(mat_base_color[m, 0]), float(mat_base_color[m, 1]),
+            float(mat_base_color[m, 2]), float(mat_base_color[m, 3]),
+            mat_alpha_mode[m], float(mat_alpha_cutoff[m]), mat_shading[m],
+            float(mat_shade_color[m, 0]), float(mat_shade_color[m, 1]),
+            float(mat_shade_color[m, 2]), t_lo, t_inv, float(mat_shift[m]),
+        )  # fmt: skip
+        k = mat_texture[m]
+        tex = (k, np.int64(0), np.int64(1), np.int64(1), (0.0,) * 6, (0.0,) * 6)
+        if k >= 0:
+            v0 = vbase + l0
+            v1 = vbase + l1
+            v2 = vbase + l2
+            tex = (
+                k, np.int64(tex_offset[k]), np.int64(tex_size[k, 0]), np.int64(tex_size[k, 1]),
+                (float(uv[v0, 0]), float(uv[v0, 1]), float(uv[v1, 0]), float(uv[v1, 1]),
+                 float(uv[v2, 0]), float(uv[v2, 1])),
+                (float(mat_uv_transform[m, 0, 0]), float(mat_uv_transform[m, 0, 1]),
+                 float(mat_uv_transform[m, 0, 2]), float(mat_uv_transform[m, 1, 0]),
+                 float(mat_uv_transform[m, 1, 1]), float(mat_uv_transform[m, 1, 2])),
+            )  # fmt: skip
+        o0 = obase + l0
+        o1 = obase + l1
+        o2 = obase + l2
+        nrm = (
+            float(wnrm[o0, 0]), float(wnrm[o0, 1]), float(wnrm[o0, 2]),
+            float(wnrm[o1, 0]), float(wnrm[o1, 1]), float(wnrm[o1, 2]),
+            float(wnrm[o2, 0]), float(wnrm[o2, 1]), float(wnrm[o2, 2]),
+        )  # fmt: skip
+        return edges, det >= 0.0, mat, tex, nrm
 
     @jit
-    def bary(clip, o, l0, l1, l2, nx, ny):
-        """Perspective-correct barycentrics at NDC (nx, ny) and the facing (True = front).
+    def weights(edges, nx, ny):
+        """Perspective-correct barycentric weights at NDC (nx, ny) before normalisation:
+        (w0, w1, w2, their sum); b_i = w_i / sum. A zero sum gives 1/3 each.
 
-        b_i is proportional to (v_j x v_k) . (nx, ny, 1) with v the clip (x, y, w): exact
-        perspective-correct weights, valid for any w (Olano & Greer homogeneous raster).
+        w_i is (v_j x v_k) . (nx, ny, 1) with v the clip (x, y, w): exact perspective-correct
+        weights, valid for any w (Olano & Greer homogeneous raster).
         """
-        a0, b0, c0, _ = edge_coeffs(clip, o, l1, l2)
-        a1, b1, c1, _ = edge_coeffs(clip, o, l2, l0)
-        a2, b2, c2, _ = edge_coeffs(clip, o, l0, l1)
+        a0, b0, c0, _ = edges[0]
+        a1, b1, c1, _ = edges[1]
+        a2, b2, c2, _ = edges[2]
         e0 = a0 * nx + b0 * ny + c0
         e1 = a1 * nx + b1 * ny + c1
         e2 = a2 * nx + b2 * ny + c2
-        det = clip[o + l0, 0] * a0 + clip[o + l0, 1] * b0 + clip[o + l0, 3] * c0
         total = e0 + e1 + e2
         if total == 0.0:
-            return 1.0 / 3.0, 1.0 / 3.0, 1.0 / 3.0, det >= 0.0
-        inv = 1.0 / total
-        return e0 * inv, e1 * inv, e2 * inv, det >= 0.0
+            return 1.0 / 3.0, 1.0 / 3.0, 1.0 / 3.0, 1.0
+        return e0, e1, e2, total
 
     @jit
-    def edge_distance(clip, o, lj, lk, sign, nx, ny, sx, sy):
-        """Inside-positive distance (pixels) of the pixel centre to edge (j, k).
+    def edge_distance(edge, sign, nx, ny, sx, sy):
+        """Inside-positive distance (pixels) of the pixel centre to an edge.
 
         Returns (d, outward_x, outward_y, ok) with the outward unit normal in pixel space
         (y down); ok is False when the edge has a vertex at w <= 0.
         """
-        a, b, c, ok = edge_coeffs(clip, o, lj, lk)
+        a, b, c, ok = edge
         gx = a * sx * sign
         gy = -b * sy * sign
         ge = math.sqrt(gx * gx + gy * gy)
@@ -179,12 +245,6 @@ def make_shade_math(jit) -> SimpleNamespace:
             r = h + d
             return r * r / (2.0 * a * b)
         return 0.5 + d / a
-
-    @jit
-    def tri_sign(clip, o, l0, l1, l2):
-        a0, b0, c0, _ = edge_coeffs(clip, o, l1, l2)
-        det = clip[o + l0, 0] * a0 + clip[o + l0, 1] * b0 + clip[o + l0, 3] * c0
-        return 1.0 if det >= 0.0 else -1.0
 
     @jit
     def texel(tex_pixels, base, tw, x, y):
@@ -242,17 +302,20 @@ def make_shade_math(jit) -> SimpleNamespace:
         )
 
     @jit
-    def shade_fragment(
-        t, nx, ny, clamp_bary,
-        clip, wnrm, uv, tris, tri_mat,
-        mats, texs, vbase, tbase, obase, lx, ly, lz, ambient,
-    ):  # fmt: skip
-        """Straight linear (r, g, b, alpha, kept) of triangle t at NDC (nx, ny)."""
-        (mat_base_color, mat_texture, mat_uv_transform, mat_alpha_mode, mat_alpha_cutoff,
-         mat_shading, mat_shade_color, mat_toony, mat_shift) = mats  # fmt: skip
-        tex_pixels, tex_offset, tex_size = texs
-        l0, l1, l2 = tri_verts(tris, tbase, t)
-        b0, b1, b2, front = bary(clip, obase, l0, l1, l2, nx, ny)
+    def shade_fragment(st, nx, ny, clamp_bary, tex_pixels, light):
+        """Straight linear (r, g, b, alpha, kept) of the triangle set up in `st` at NDC
+        (nx, ny)."""
+        edges, front, mat, tex, nrm = st
+        r, g, b, a, mode, cutoff, shading, shr, shg, shb, t_lo, t_inv, shift = mat
+        k, tbase, tw, th, uvs, uvt = tex
+        lx, ly, lz, ambient = light
+        b0, b1, b2, total = weights(edges, nx, ny)
+        if clamp_bary or k >= 0:  # normalised weights (the normal needs none)
+            inv = 1.0 / total
+            b0 *= inv
+            b1 *= inv
+            b2 *= inv
+            total = 1.0
         if clamp_bary:
             b0 = max(b0, 0.0)
             b1 = max(b1, 0.0)
@@ -264,247 +327,309 @@ def make_shade_math(jit) -> SimpleNamespace:
             b0 /= bs
             b1 /= bs
             b2 /= bs
-        m = tri_mat[tbase + t]
-        r = mat_base_color[m, 0]
-        g = mat_base_color[m, 1]
-        b = mat_base_color[m, 2]
-        a = mat_base_color[m, 3]
         tr = 1.0
         tg = 1.0
         tb = 1.0
-        k = mat_texture[m]
         if k >= 0:
-            v0 = vbase + l0
-            v1 = vbase + l1
-            v2 = vbase + l2
-            u = uv[v0, 0] * b0 + uv[v1, 0] * b1 + uv[v2, 0] * b2
-            v = uv[v0, 1] * b0 + uv[v1, 1] * b1 + uv[v2, 1] * b2
-            tu = mat_uv_transform[m, 0, 0] * u + mat_uv_transform[m, 0, 1] * v
-            tv = mat_uv_transform[m, 1, 0] * u + mat_uv_transform[m, 1, 1] * v
-            tu += mat_uv_transform[m, 0, 2]
-            tv += mat_uv_transform[m, 1, 2]
-            tr, tg, tb, ta = sample_bilinear(
-                tex_pixels, tex_offset[k], tex_size[k, 0], tex_size[k, 1], tu, tv
-            )
+            u = uvs[0] * b0 + uvs[2] * b1 + uvs[4] * b2
+            v = uvs[1] * b0 + uvs[3] * b1 + uvs[5] * b2
+            tu = uvt[0] * u + uvt[1] * v
+            tv = uvt[3] * u + uvt[4] * v
+            tu += uvt[2]
+            tv += uvt[5]
+            tr, tg, tb, ta = sample_bilinear(tex_pixels, tbase, tw, th, tu, tv)
             r *= tr
             g *= tg
             b *= tb
             a *= ta
-        mode = mat_alpha_mode[m]
         if mode == ALPHA_MASK:
-            if a < mat_alpha_cutoff[m]:
+            if a < cutoff:
                 return 0.0, 0.0, 0.0, 0.0, False
             a = 1.0
         elif mode != ALPHA_BLEND:
             a = 1.0
-        shading = mat_shading[m]
         if shading == SHADING_UNLIT:
             return r, g, b, a, True
-        o0 = obase + l0
-        o1 = obase + l1
-        o2 = obase + l2
-        wx = wnrm[o0, 0] * b0 + wnrm[o1, 0] * b1 + wnrm[o2, 0] * b2
-        wy = wnrm[o0, 1] * b0 + wnrm[o1, 1] * b1 + wnrm[o2, 1] * b2
-        wz = wnrm[o0, 2] * b0 + wnrm[o1, 2] * b1 + wnrm[o2, 2] * b2
+        wx = nrm[0] * b0 + nrm[3] * b1 + nrm[6] * b2
+        wy = nrm[1] * b0 + nrm[4] * b1 + nrm[7] * b2
+        wz = nrm[2] * b0 + nrm[5] * b1 + nrm[8] * b2
         nn = math.sqrt(wx * wx + wy * wy + wz * wz)
         ndotl = 0.0
         if nn > 0.0:
             ndotl = (wx * lx + wy * ly + wz * lz) / nn
-            if not front:
+            if front == (total < 0.0):  # a back face, or weights with a negative sum
                 ndotl = -ndotl
         if shading == SHADING_MTOON:
-            tt = linstep(-1.0 + mat_toony[m], 1.0 - mat_toony[m], ndotl + mat_shift[m])
-            sr = mat_shade_color[m, 0] * tr
-            sg = mat_shade_color[m, 1] * tg
-            sb = mat_shade_color[m, 2] * tb
+            tt = linstep(t_lo, t_inv, ndotl + shift)
+            sr = shr * tr
+            sg = shg * tg
+            sb = shb * tb
             return sr + (r - sr) * tt, sg + (g - sg) * tt, sb + (b - sb) * tt, a, True
         f = ambient + (1.0 - ambient) * max(ndotl, 0.0)
         return r * f, g * f, b * f, a, True
 
     @jit
-    def shade_pixel(
-        x, y, lw, lh, sx, sy, lbase,
-        clip, wnrm, uv, tris, tri_mat,
-        mats, texs, vbase, tbase, obase, lx, ly, lz, ambient,
-        vis_opaque, vis_blend, rgba,
-    ):  # fmt: skip
-        """Resolve one layer pixel into rgba (premultiplied, sRGB-encoded).
-
-        `mats` and `texs` group the material and texture arrays (kernel argument order)
-        because numba cannot inline calls with more than 30 arguments. sx = 2 / lw and
-        sy = 2 / lh (pixel -> NDC scale) are hoisted out of the per-pixel work.
-        """
-        i = lbase + y * lw + x
-        to = tri_of(vis_opaque[i])
-        tbl = tri_of(vis_blend[i])
-        if to < 0 and tbl < 0:
-            # empty: only a pixel next to the avatar can receive edge coverage
-            if not (
-                (x > 0 and not is_empty(vis_opaque, vis_blend, i - 1))
-                or (x + 1 < lw and not is_empty(vis_opaque, vis_blend, i + 1))
-                or (y > 0 and not is_empty(vis_opaque, vis_blend, i - lw))
-                or (y + 1 < lh and not is_empty(vis_opaque, vis_blend, i + lw))
-            ):
-                rgba[i, 0] = 0
-                rgba[i, 1] = 0
-                rgba[i, 2] = 0
-                rgba[i, 3] = 0
-                return
-            sil = True
-        else:
-            # silhouette: an empty 4-neighbour inside the layer
-            sil = (
-                (x > 0 and is_empty(vis_opaque, vis_blend, i - 1))
-                or (x + 1 < lw and is_empty(vis_opaque, vis_blend, i + 1))
-                or (y > 0 and is_empty(vis_opaque, vis_blend, i - lw))
-                or (y + 1 < lh and is_empty(vis_opaque, vis_blend, i + lw))
-            )
-        nx = (x + 0.5) * sx - 1.0
-        ny = 1.0 - (y + 0.5) * sy
-
-        cr = 0.0
-        cg = 0.0
-        cb = 0.0
-        ca = 0.0
+    def silhouette_coverage(st, x, y, lw, lh, nx, ny, sx, sy, lbase, vis_opaque, vis_blend):
+        """Coverage of a covered pixel by the silhouette edges of its triangle: each edge
+        within 1.5 px whose probe 1 px beyond lands on an empty pixel of the layer."""
+        edges = st[0]
+        sign = 1.0 if st[1] else -1.0
         cov = 1.0
-        if to >= 0 or tbl >= 0:
-            if to >= 0:
-                cr, cg, cb, ca, kept = shade_fragment(
-                    to, nx, ny, False,
-                    clip, wnrm, uv, tris, tri_mat,
-                    mats, texs, vbase, tbase, obase, lx, ly, lz, ambient,
-                )  # fmt: skip
-                ca = 1.0 if kept else 0.0
-            if tbl >= 0:
-                br, bg, bb, ba, kept = shade_fragment(
-                    tbl, nx, ny, False,
-                    clip, wnrm, uv, tris, tri_mat,
-                    mats, texs, vbase, tbase, obase, lx, ly, lz, ambient,
-                )  # fmt: skip
-                if kept:
-                    if to >= 0:
-                        keep = 1.0 - ba
-                        cr = br * ba + cr * keep
-                        cg = bg * ba + cg * keep
-                        cb = bb * ba + cb * keep
-                    else:
-                        cr = br
-                        cg = bg
-                        cb = bb
-                        ca = ba
-            if sil:
-                t = to if to >= 0 else tbl
-                l0, l1, l2 = tri_verts(tris, tbase, t)
-                sign = tri_sign(clip, obase, l0, l1, l2)
-                for e in range(3):
-                    lj = l1
-                    lk = l2
-                    if e == 1:
-                        lj = l2
-                        lk = l0
-                    elif e == 2:
-                        lj = l0
-                        lk = l1
-                    de, ox, oy, ok = edge_distance(clip, obase, lj, lk, sign, nx, ny, sx, sy)
-                    if not ok or de > 1.5:
-                        continue
-                    px = x + 0.5 + ox * (de + 1.0)
-                    py = y + 0.5 + oy * (de + 1.0)
-                    if px < 0.0 or py < 0.0 or px >= lw or py >= lh:
-                        continue  # the layer border is not a silhouette
-                    q = lbase + int(py) * lw + int(px)
-                    if is_empty(vis_opaque, vis_blend, q):
-                        cov *= box_coverage(de, ox, oy)
-        elif sil:
-            # empty pixel next to the avatar: best coverage among the neighbours' triangles
-            best = 0.0
-            best_t = -1
-            for nb in range(4):
-                q = i
-                if nb == 0:
-                    if x == 0:
-                        continue
-                    q = i - 1
-                elif nb == 1:
-                    if x + 1 >= lw:
-                        continue
-                    q = i + 1
-                elif nb == 2:
-                    if y == 0:
-                        continue
-                    q = i - lw
-                else:
-                    if y + 1 >= lh:
-                        continue
-                    q = i + lw
-                t = tri_of(vis_opaque[q])
-                if t < 0:
-                    t = tri_of(vis_blend[q])
-                if t < 0:
-                    continue
-                l0, l1, l2 = tri_verts(tris, tbase, t)
-                sign = tri_sign(clip, obase, l0, l1, l2)
-                c = 1.0
-                usable = True
-                for e in range(3):
-                    lj = l1
-                    lk = l2
-                    if e == 1:
-                        lj = l2
-                        lk = l0
-                    elif e == 2:
-                        lj = l0
-                        lk = l1
-                    de, ox, oy, ok = edge_distance(clip, obase, lj, lk, sign, nx, ny, sx, sy)
-                    if not ok:
-                        usable = False
-                    c *= box_coverage(de, ox, oy)
-                if not usable:
-                    continue
-                if c > best:
-                    best = c
-                    best_t = t
-            if best_t >= 0:
-                cr, cg, cb, ca, kept = shade_fragment(
-                    best_t, nx, ny, True,
-                    clip, wnrm, uv, tris, tri_mat,
-                    mats, texs, vbase, tbase, obase, lx, ly, lz, ambient,
-                )  # fmt: skip
-                if not kept:
-                    ca = 0.0
-                cov = best
-        alpha = ca * cov
+        for e in range(3):
+            de, ox, oy, ok = edge_distance(edges[e], sign, nx, ny, sx, sy)
+            if not ok or de > 1.5:
+                continue
+            px = x + 0.5 + ox * (de + 1.0)
+            py = y + 0.5 + oy * (de + 1.0)
+            if px < 0.0 or py < 0.0 or px >= lw or py >= lh:
+                continue  # the layer border is not a silhouette
+            q = lbase + int(py) * lw + int(px)
+            if is_empty(vis_opaque, vis_blend, q):
+                cov *= box_coverage(de, ox, oy)
+        return cov
+
+    @jit
+    def has_empty_neighbour(x, y, i, lw, lh, vis_opaque, vis_blend):
+        """Whether a 4-neighbour inside the layer is empty, for a non-empty pixel i.
+
+        Branch-free: a neighbour outside the layer is replaced by i itself, and "some word
+        pair ANDs to all ones" is "their maximum is all ones"."""
+        q0 = i - 1 if x > 0 else i
+        q1 = i + 1 if x + 1 < lw else i
+        q2 = i - lw if y > 0 else i
+        q3 = i + lw if y + 1 < lh else i
+        w01 = max(vis_opaque[q0] & vis_blend[q0], vis_opaque[q1] & vis_blend[q1])
+        w23 = max(vis_opaque[q2] & vis_blend[q2], vis_opaque[q3] & vis_blend[q3])
+        return max(w01, w23) == empty_word
+
+    @jit
+    def store(rgba, i, cr, cg, cb, alpha):
+        """Write straight linear colour with coverage `alpha` as premultiplied sRGB8."""
         if alpha <= 0.0:
             rgba[i, 0] = 0
             rgba[i, 1] = 0
             rgba[i, 2] = 0
             rgba[i, 3] = 0
-            return
-        if alpha >= 1.0:
+        elif alpha >= 1.0:
             rgba[i, 0] = linear_to_srgb_u8(cr)
             rgba[i, 1] = linear_to_srgb_u8(cg)
             rgba[i, 2] = linear_to_srgb_u8(cb)
             rgba[i, 3] = 255
+        else:
+            rgba[i, 0] = int(linear_to_srgb_u8(cr) * alpha + 0.5)
+            rgba[i, 1] = int(linear_to_srgb_u8(cg) * alpha + 0.5)
+            rgba[i, 2] = int(linear_to_srgb_u8(cb) * alpha + 0.5)
+            rgba[i, 3] = int(alpha * 255.0 + 0.5)
+
+    @jit
+    def shade_covered(
+        x, y, lw, lh, sx, sy, so, geo, mats, texs, ses, light, vis_opaque, vis_blend, rgba,
+    ):  # fmt: skip
+        """A pixel with an opaque triangle (set up in `so`), sx = 2 / lw, sy = 2 / lh: the
+        opaque fragment, the blend fragment over it, silhouette coverage."""
+        lbase = ses[3]
+        i = lbase + y * lw + x
+        nx = (x + 0.5) * sx - 1.0
+        ny = 1.0 - (y + 0.5) * sy
+        cr, cg, cb, _, kept = shade_fragment(so, nx, ny, False, texs[0], light)
+        ca = 1.0 if kept else 0.0
+        tbl = tri_of(vis_blend[i])
+        if tbl >= 0:
+            sb = tri_setup(tbl, geo, mats, texs, ses)
+            br, bg, bb, ba, kept = shade_fragment(sb, nx, ny, False, texs[0], light)
+            if kept:
+                keep = 1.0 - ba
+                cr = br * ba + cr * keep
+                cg = bg * ba + cg * keep
+                cb = bb * ba + cb * keep
+        cov = 1.0
+        if has_empty_neighbour(x, y, i, lw, lh, vis_opaque, vis_blend):
+            cov = silhouette_coverage(
+                so, x, y, lw, lh, nx, ny, sx, sy, lbase, vis_opaque, vis_blend
+            )
+        store(rgba, i, cr, cg, cb, ca * cov)
+
+    @jit
+    def shade_uncovered(
+        x, y, lw, lh, sx, sy, geo, mats, texs, ses, light, vis_opaque, vis_blend, rgba,
+    ):  # fmt: skip
+        """A pixel without an opaque triangle: the blend fragment alone, or, for an empty
+        pixel next to the avatar, the best coverage among its neighbours' triangles."""
+        lbase = ses[3]
+        i = lbase + y * lw + x
+        nx = (x + 0.5) * sx - 1.0
+        ny = 1.0 - (y + 0.5) * sy
+        tbl = tri_of(vis_blend[i])
+        if tbl >= 0:
+            sb = tri_setup(tbl, geo, mats, texs, ses)
+            cr, cg, cb, ca, kept = shade_fragment(sb, nx, ny, False, texs[0], light)
+            if not kept:
+                ca = 0.0
+            cov = 1.0
+            if has_empty_neighbour(x, y, i, lw, lh, vis_opaque, vis_blend):
+                cov = silhouette_coverage(
+                    sb, x, y, lw, lh, nx, ny, sx, sy, lbase, vis_opaque, vis_blend
+                )
+            store(rgba, i, cr, cg, cb, ca * cov)
             return
-        rgba[i, 0] = int(linear_to_srgb_u8(cr) * alpha + 0.5)
-        rgba[i, 1] = int(linear_to_srgb_u8(cg) * alpha + 0.5)
-        rgba[i, 2] = int(linear_to_srgb_u8(cb) * alpha + 0.5)
-        rgba[i, 3] = int(alpha * 255.0 + 0.5)
+        best = 0.0
+        best_t = -1
+        for nb in range(4):
+            q = i
+            if nb == 0:
+                if x == 0:
+                    continue
+                q = i - 1
+            elif nb == 1:
+                if x + 1 >= lw:
+                    continue
+                q = i + 1
+            elif nb == 2:
+                if y == 0:
+                    continue
+                q = i - lw
+            else:
+                if y + 1 >= lh:
+                    continue
+                q = i + lw
+            t = tri_of(vis_opaque[q])
+            if t < 0:
+                t = tri_of(vis_blend[q])
+            if t < 0:
+                continue
+            st = tri_setup(t, geo, mats, texs, ses)
+            sign = 1.0 if st[1] else -1.0
+            c = 1.0
+            usable = True
+            for e in range(3):
+                de, ox, oy, ok = edge_distance(st[0][e], sign, nx, ny, sx, sy)
+                if not ok:
+                    usable = False
+                c *= box_coverage(de, ox, oy)
+            if usable and c > best:
+                best = c
+                best_t = t
+        if best_t < 0:
+            store(rgba, i, 0.0, 0.0, 0.0, 0.0)
+            return
+        st = tri_setup(best_t, geo, mats, texs, ses)
+        cr, cg, cb, ca, kept = shade_fragment(st, nx, ny, True, texs[0], light)
+        store(rgba, i, cr, cg, cb, ca * best if kept else 0.0)
+
+    @jit
+    def shade_pixel(x, y, lw, lh, sx, sy, geo, mats, texs, ses, light, vis_opaque, vis_blend,
+                    rgba):  # fmt: skip
+        """Resolve one layer pixel into rgba (premultiplied, sRGB-encoded)."""
+        to = tri_of(vis_opaque[ses[3] + y * lw + x])
+        if to >= 0:
+            so = tri_setup(to, geo, mats, texs, ses)
+            shade_covered(
+                x, y, lw, lh, sx, sy, so, geo, mats, texs, ses, light, vis_opaque, vis_blend,
+                rgba,
+            )  # fmt: skip
+        else:
+            shade_uncovered(
+                x, y, lw, lh, sx, sy, geo, mats, texs, ses, light, vis_opaque, vis_blend, rgba
+            )
+
+    @jit
+    def row_extent(vis_opaque, vis_blend, row, lw):
+        """[first, last + 1) of the non-empty pixels of the layer row starting at `row`;
+        (lw, 0) when the row is empty."""
+        first = 0
+        while first < lw and is_empty(vis_opaque, vis_blend, row + first):
+            first += 1
+        last = lw
+        while last > first and is_empty(vis_opaque, vis_blend, row + last - 1):
+            last -= 1
+        if first >= last:
+            return lw, 0
+        return first, last
+
+    @jit
+    def session_light(s_light, s):
+        """The session's light with its direction normalised."""
+        lx = s_light[s, 0]
+        ly = s_light[s, 1]
+        lz = s_light[s, 2]
+        ln = math.sqrt(lx * lx + ly * ly + lz * lz)
+        if ln > 0.0:
+            lx /= ln
+            ly /= ln
+            lz /= ln
+        return lx, ly, lz, s_light[s, 3]
 
     return SimpleNamespace(
         tri_of=tri_of,
-        bary=bary,
+        tri_setup=tri_setup,
+        weights=weights,
         sample_bilinear=sample_bilinear,
         shade_fragment=shade_fragment,
+        shade_covered=shade_covered,
+        shade_uncovered=shade_uncovered,
         shade_pixel=shade_pixel,
+        row_extent=row_extent,
+        session_light=session_light,
     )
 
 
 _cpu = make_shade_math(cpu_device)
-_shade_pixel_cpu = _cpu.shade_pixel
+_tri_of = _cpu.tri_of
+_tri_setup = _cpu.tri_setup
+_shade_covered = _cpu.shade_covered
+_shade_uncovered = _cpu.shade_uncovered
+_row_extent = _cpu.row_extent
+_session_light = _cpu.session_light
 
 
-@cpu_kernel(error_model="numpy")  # no exception paths in the hot loop
+CPU_BAND_ROWS = 8
+"""Rows per CPU work item: each row's extent is found once per band, not three times."""
+
+
+@cpu_device
+def _clear_rgba(rgba, i0, i1):
+    for i in range(i0, i1):
+        rgba[i, 0] = 0
+        rgba[i, 1] = 0
+        rgba[i, 2] = 0
+        rgba[i, 3] = 0
+
+
+@cpu_device
+def _shade_row(y, x0, x1, lw, lh, geo, mats, texs, ses, light, vis_opaque, vis_blend, rgba):
+    """Layer row y: pixels [x0, x1) resolved, the rest transparent. A run of pixels of one
+    opaque triangle shares its `tri_setup`."""
+    row = ses[3] + y * lw
+    if x0 >= x1:
+        _clear_rgba(rgba, row, row + lw)
+        return
+    _clear_rgba(rgba, row, row + x0)
+    _clear_rgba(rgba, row + x1, row + lw)
+    sx = 2.0 / lw
+    sy = 2.0 / lh
+    x = x0
+    while x < x1:
+        to = _tri_of(vis_opaque[row + x])
+        if to < 0:
+            _shade_uncovered(
+                x, y, lw, lh, sx, sy, geo, mats, texs, ses, light, vis_opaque, vis_blend, rgba
+            )
+            x += 1
+            continue
+        so = _tri_setup(to, geo, mats, texs, ses)
+        while True:
+            _shade_covered(
+                x, y, lw, lh, sx, sy, so, geo, mats, texs, ses, light, vis_opaque, vis_blend,
+                rgba,
+            )  # fmt: skip
+            x += 1
+            if x >= x1 or _tri_of(vis_opaque[row + x]) != to:
+                break
+
+
+# No exception paths in the hot loop; no NRT: the kernel allocates nothing, and with NRT
+# numba inc/decrefs every array an inlined helper binds (atomics: 15% of the time).
+@cpu_kernel(error_model="numpy", _nrt=False)
 def _shade_cpu_kernel(
     n, max_lw, max_lh,
     clip, wnrm, uv, tris, tri_mat,
@@ -514,33 +639,37 @@ def _shade_cpu_kernel(
     s_vbase, s_tbase, s_obase, s_light, s_lw, s_lh, s_lbase,
     vis_opaque, vis_blend, rgba,
 ):  # fmt: skip
+    """Bands of rows in parallel. Pixels more than one pixel away from the content of rows
+    y - 1..y + 1 are transparent without a look."""
+    geo = (clip, wnrm, uv, tris, tri_mat)
     mats = (mat_base_color, mat_texture, mat_uv_transform, mat_alpha_mode, mat_alpha_cutoff,
             mat_shading, mat_shade_color, mat_toony, mat_shift)  # fmt: skip
     texs = (tex_pixels, tex_offset, tex_size)
-    for item in prange(n * max_lh):
-        s = item // max_lh
-        y = item - s * max_lh
+    bands = (max_lh + CPU_BAND_ROWS - 1) // CPU_BAND_ROWS
+    for item in prange(n * bands):
+        s = item // bands
+        y0 = (item - s * bands) * CPU_BAND_ROWS
         lh = s_lh[s]
-        if y >= lh:
+        if y0 >= lh:
             continue
         lw = s_lw[s]
-        lx = s_light[s, 0]
-        ly = s_light[s, 1]
-        lz = s_light[s, 2]
-        ln = math.sqrt(lx * lx + ly * ly + lz * lz)
-        if ln > 0.0:
-            lx /= ln
-            ly /= ln
-            lz /= ln
-        sx = 2.0 / lw
-        sy = 2.0 / lh
-        for x in range(lw):
-            _shade_pixel_cpu(
-                x, y, lw, lh, sx, sy, s_lbase[s],
-                clip, wnrm, uv, tris, tri_mat, mats, texs,
-                s_vbase[s], s_tbase[s], s_obase[s], lx, ly, lz, s_light[s, 3],
-                vis_opaque, vis_blend, rgba,
-            )  # fmt: skip
+        lbase = s_lbase[s]
+        ses = (s_vbase[s], s_tbase[s], s_obase[s], lbase)
+        light = _session_light(s_light, s)
+        # extents (a: row y - 1, b: row y, c: row y + 1); (lw, 0) is empty
+        a0, a1 = lw, 0
+        if y0 > 0:
+            a0, a1 = _row_extent(vis_opaque, vis_blend, lbase + (y0 - 1) * lw, lw)
+        b0, b1 = _row_extent(vis_opaque, vis_blend, lbase + y0 * lw, lw)
+        for y in range(y0, min(y0 + CPU_BAND_ROWS, lh)):
+            c0, c1 = lw, 0
+            if y + 1 < lh:
+                c0, c1 = _row_extent(vis_opaque, vis_blend, lbase + (y + 1) * lw, lw)
+            x0 = max(min(a0, b0, c0) - 1, 0)
+            x1 = min(max(a1, b1, c1) + 1, lw)
+            _shade_row(y, x0, x1, lw, lh, geo, mats, texs, ses, light, vis_opaque, vis_blend,
+                       rgba)  # fmt: skip
+            a0, a1, b0, b1 = b0, b1, c0, c1
 
 
 def shade_cpu(
@@ -585,7 +714,9 @@ def _shade_cuda_kernel():
     """
     global cuda
     cuda = cuda_module()
-    shade_pixel = make_shade_math(cuda_device()).shade_pixel
+    sm = make_shade_math(cuda_device())
+    shade_pixel = sm.shade_pixel
+    session_light = sm.session_light
 
     @cuda.jit
     def kernel(
@@ -597,9 +728,6 @@ def _shade_cuda_kernel():
         s_vbase, s_tbase, s_obase, s_light, s_lw, s_lh, s_lbase,
         vis_opaque, vis_blend, rgba,
     ):  # fmt: skip
-        mats = (mat_base_color, mat_texture, mat_uv_transform, mat_alpha_mode,
-                mat_alpha_cutoff, mat_shading, mat_shade_color, mat_toony, mat_shift)  # fmt: skip
-        texs = (tex_pixels, tex_offset, tex_size)
         x, y = cuda.grid(2)
         s = cuda.blockIdx.z
         if s >= n:
@@ -608,18 +736,13 @@ def _shade_cuda_kernel():
         lh = s_lh[s]
         if x >= lw or y >= lh:
             return
-        lx = s_light[s, 0]
-        ly = s_light[s, 1]
-        lz = s_light[s, 2]
-        ln = math.sqrt(lx * lx + ly * ly + lz * lz)
-        if ln > 0.0:
-            lx /= ln
-            ly /= ln
-            lz /= ln
+        geo = (clip, wnrm, uv, tris, tri_mat)
+        mats = (mat_base_color, mat_texture, mat_uv_transform, mat_alpha_mode,
+                mat_alpha_cutoff, mat_shading, mat_shade_color, mat_toony, mat_shift)  # fmt: skip
+        texs = (tex_pixels, tex_offset, tex_size)
+        ses = (s_vbase[s], s_tbase[s], s_obase[s], s_lbase[s])
         shade_pixel(
-            x, y, lw, lh, 2.0 / lw, 2.0 / lh, s_lbase[s],
-            clip, wnrm, uv, tris, tri_mat, mats, texs,
-            s_vbase[s], s_tbase[s], s_obase[s], lx, ly, lz, s_light[s, 3],
+            x, y, lw, lh, 2.0 / lw, 2.0 / lh, geo, mats, texs, ses, session_light(s_light, s),
             vis_opaque, vis_blend, rgba,
         )  # fmt: skip
 
