@@ -32,7 +32,7 @@ SIDE = 32  # smallest useful frame: the kernels are not what this measures
 
 def run(sessions: int, ticks: int, device: str) -> dict[str, float]:
     renderer = Renderer(device, enforce_label=False)
-    engine = Engine(renderer, queue_size=sessions + 16)
+    engine = Engine(renderer, queue_size=sessions + 16, pose_slots=sessions)
     engine._running.set()  # take commands; they run on this thread via run_pending()
     avatar = load("default")
     scene = Scene(label=Label(enabled=False))

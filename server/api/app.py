@@ -55,7 +55,12 @@ def create_app(
         settings.max_sessions,
     )
     refine = cost.observe if settings.frame_cost_ms is None else None  # a pinned cost stays
-    engine = Engine(renderer, queue_size=settings.command_queue_size, on_tick=refine)
+    engine = Engine(
+        renderer,
+        queue_size=settings.command_queue_size,
+        pose_slots=settings.max_sessions,
+        on_tick=refine,
+    )
     state = ServerState(
         settings, keys, engine, table, cost, store, build_registry(engine, table, cost)
     )
