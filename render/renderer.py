@@ -4,7 +4,8 @@ API used by the engine (server) and the command line:
 
     renderer = Renderer(device="auto")                  # "auto" | "cpu" | "cuda"
     slot = renderer.open(avatar, 1280, 720, Scene())    # persistent per-session state
-    renderer.set_scene(slot, scene)                     # recompiles background/overlays once
+    compiled = renderer.compile(scene, 1280, 720)       # decode images/videos: any thread
+    renderer.set_scene(slot, scene, compiled)           # swap in (compiles here if omitted)
     renderer.render(slots, expressions, head, eyes)     # one tick for the given slots
     nv12 = renderer.frame(slot)                         # host NV12 view, valid until next render
     renderer.close(slot)
@@ -104,9 +105,11 @@ class Renderer:
         height: int,
         scene: Scene | None = None,
         fps: float = 30.0,
+        compiled: CompiledScene | None = None,
     ) -> int:
         """Start rendering `avatar` at width x height; returns the slot used by render().
-        `fps` paces a video background (one decoded frame per rendered frame)."""
+        `fps` paces a video background (one decoded frame per rendered frame); `compiled`,
+        from `compile()` on another thread, keeps image/video decoding off the caller."""
         if (
             width % 2
             or height % 2
@@ -115,7 +118,8 @@ class Renderer:
         ):
             raise ValueError(f"frame size {width}x{height}: sides must be even, 16..4096")
         scene = scene or Scene()
-        compiled = self._compile(scene, width, height, fps)
+        compiled = compiled or self.compile(scene, width, height, fps)
+        _check_size(compiled, width, height)
         avatar_index = self.pool.add(avatar)
         slot = self._free_slots.pop() if self._free_slots else self._new_slot()
         size = width * height * 3 // 2
@@ -128,10 +132,12 @@ class Renderer:
         self._install_scene(slot, scene, compiled)
         return slot
 
-    def set_scene(self, slot: int, scene: Scene) -> None:
-        """Change background, framing, overlays or label; applied from the next frame."""
+    def set_scene(self, slot: int, scene: Scene, compiled: CompiledScene | None = None) -> None:
+        """Change background, framing, overlays or label; applied from the next frame.
+        Pass `compiled` (from `compile()`) to keep decoding off this thread."""
         state = self._slot(slot)
-        compiled = self._compile(scene, state.width, state.height, state.fps)
+        compiled = compiled or self.compile(scene, state.width, state.height, state.fps)
+        _check_size(compiled, state.width, state.height)
         self._backgrounds.free(state.bg_base, state.bg_size * state.bg_frames)
         self._install_scene(slot, scene, compiled)
 
@@ -247,7 +253,9 @@ class Renderer:
         self._slot_ov = grow(self._slot_ov, need)
         return slot
 
-    def _compile(self, scene: Scene, width: int, height: int, fps: float) -> CompiledScene:
+    def compile(self, scene: Scene, width: int, height: int, fps: float = 30.0) -> CompiledScene:
+        """Turn a scene into pixels for one frame size (decodes images and videos, renders
+        text). Touches no renderer state, so any thread may call it."""
         return compile_scene(
             scene,
             width,
@@ -344,6 +352,13 @@ class _Overlays:
     opacity: np.ndarray
     z: np.ndarray
     pixels: np.ndarray
+
+
+def _check_size(compiled: CompiledScene, width: int, height: int) -> None:
+    if (compiled.width, compiled.height) != (width, height):
+        raise ValueError(
+            f"scene compiled for {compiled.width}x{compiled.height}, not {width}x{height}"
+        )
 
 
 def _runs(values: np.ndarray):

@@ -32,14 +32,14 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from avatarfarm.render.asset import AvatarAsset
 from avatarfarm.render.camera import Placement
 from avatarfarm.render.layers import load_font
-from avatarfarm.render.scene import Overlay, Scene
+from avatarfarm.render.scene import CompiledScene, Overlay, Scene
 from avatarfarm.render.vocabulary import VOCABULARY
 
 from .drivers.audio import RATE as AUDIO_RATE
@@ -62,6 +62,15 @@ TICK_BUCKETS = (
     0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5,
 )  # fmt: skip
 SUPERVISE_S = 1.0
+
+
+class _Scenes(NamedTuple):
+    """A session's scene, compiled off the engine thread: live, and standby if required."""
+
+    scene: Scene
+    live: CompiledScene
+    standby_scene: Scene | None
+    standby: CompiledScene | None
 
 
 class EngineBusy(Exception):
@@ -102,8 +111,7 @@ class Engine:
         self._eyes = np.zeros((pose_slots, 4), np.float32)
         self._active = np.zeros(pose_slots, bool)
         self._pose_t: float | None = None
-        self._scenes: dict[int, Scene] = {}  # row -> its own scene (restored after standby)
-        self._standby_scenes: dict[int, Scene] = {}  # row -> standby scene, built when needed
+        self._scenes: dict[int, _Scenes] = {}  # row -> its compiled live and standby scenes
         self._operator_rows: set[int] = set()  # rows with operator_required
         self._hold: set[int] = set()  # standby rows: render the standby frame once, then hold
         self._closer = ThreadPoolExecutor(4, thread_name_prefix=f"{name}-close")
@@ -171,12 +179,35 @@ class Engine:
         return future
 
     def create(self, session: Session, avatar: AvatarAsset, pipeline: Any) -> Future:
+        """Open a session. Its scenes are compiled here, on the caller's thread (image and
+        video decoding must never run on the engine thread); may raise SessionError."""
         if not self.accepting:
             raise EngineBusy("server is draining")
-        return self.call(self._open, session, avatar, pipeline)
+        scenes = self._compile(session, session.spec.scene)
+        return self.call(self._open, session, avatar, pipeline, scenes)
 
     def set_scene(self, session: Session, scene: Scene) -> Future:
-        return self.call(self._set_scene, session, scene)
+        """Replace a session's scene; compiled on the caller's thread, swapped in by the engine."""
+        return self.call(self._set_scene, session, scene, self._compile(session, scene))
+
+    def _compile(self, session: Session, scene: Scene) -> _Scenes:
+        """The live scene and, for sessions that need an operator, the standby scene."""
+        video, driver = session.spec.video, session.spec.driver
+        standby_spec = standby = None
+        try:
+            live = self.renderer.compile(scene, video.width, video.height, video.fps)
+            if driver.operator_required:
+                standby_spec = standby_scene(
+                    scene, driver.standby.background, driver.standby.text, video.width,
+                    video.height,
+                )  # fmt: skip
+                standby = self.renderer.compile(standby_spec, video.width, video.height, video.fps)
+        except Exception as exc:
+            field = getattr(exc, "field", None)
+            raise SessionError(
+                f"cannot render this scene: {exc}", field and f"scene.{field}"
+            ) from None
+        return _Scenes(scene, live, standby_spec, standby)
 
     def delete(self, session: Session, timeout: float = 5.0) -> Future:
         """Stop a session; the Future resolves (to the session) once outputs are finalized."""
@@ -409,32 +440,16 @@ class Engine:
             if session is None:
                 continue
             standby = session.drivers.presence.poll() == "standby"
-            if standby and session.state is SessionState.LIVE:
+            scenes = self._scenes[row]
+            if standby and session.state is SessionState.LIVE and scenes.standby is not None:
                 session.transition(SessionState.STANDBY)
-                self._show(row, session, self._standby_scene(row, session))
+                self.renderer.set_scene(session.slot, scenes.standby_scene, scenes.standby)
                 self._hold.add(row)
             elif not standby and session.state is SessionState.STANDBY:
                 session.transition(SessionState.LIVE)
                 self._hold.discard(row)
                 self._rows.render[row] = True
-                self._show(row, session, self._scenes[row])
-
-    def _show(self, row: int, session: Session, scene: Scene) -> None:
-        """Swap the scene of a row's render slot (compiled once per swap, not per tick)."""
-        try:
-            self.renderer.set_scene(session.slot, scene)
-        except Exception as exc:  # keep streaming the previous scene rather than fail
-            log.warning("session %s: scene swap failed: %s", session.id, exc)
-
-    def _standby_scene(self, row: int, session: Session) -> Scene:
-        """The session's standby scene: its background and text, no avatar, the same label."""
-        scene = self._standby_scenes.get(row)
-        if scene is None:
-            video, spec = session.spec.video, session.spec.driver.standby
-            scene = standby_scene(self._scenes[row], spec.background, spec.text,
-                                  video.width, video.height)  # fmt: skip
-            self._standby_scenes[row] = scene
-        return scene
+                self.renderer.set_scene(session.slot, scenes.scene, scenes.live)
 
     def _hold_standby(self, rendered: np.ndarray) -> None:
         """Standby frames are still images: once one is rendered, it is held (CFR repeat)."""
@@ -475,7 +490,9 @@ class Engine:
             self._fail_row(row, f"all outputs failed: {last}", "outputs")
 
     # -- commands (engine thread) ----------------------------------------------------------
-    def _open(self, session: Session, avatar: AvatarAsset, pipeline: Any) -> Session:
+    def _open(
+        self, session: Session, avatar: AvatarAsset, pipeline: Any, scenes: _Scenes
+    ) -> Session:
         video, driver = session.spec.video, session.spec.driver
         try:
             pose = self.bank.allocate(FilterConfig(driver.smoothing))  # type: ignore[arg-type]
@@ -484,7 +501,9 @@ class Engine:
                 self._closer.submit(pipeline.close, 1.0)
             raise EngineBusy(str(exc)) from None
         try:
-            slot = self.renderer.open(avatar, video.width, video.height, session.spec.scene)
+            slot = self.renderer.open(
+                avatar, video.width, video.height, scenes.scene, video.fps, scenes.live
+            )
         except Exception as exc:
             self.bank.release(pose.slot)
             if pipeline is not None:
@@ -502,7 +521,7 @@ class Engine:
             self._sessions.append(None)
         self._rows.piped[row] = pipeline is not None
         self._sessions[row] = session
-        self._scenes[row] = session.spec.scene
+        self._scenes[row] = scenes
         if driver.operator_required:
             self._operator_rows.add(row)
         session.drivers.counters = self.driver_counters
@@ -516,18 +535,18 @@ class Engine:
             raise SessionError(f"session is {session.state}", "session_id", code="conflict")
         self._rows.audio[session.row] = True
 
-    def _set_scene(self, session: Session, scene: Scene) -> None:
+    def _set_scene(self, session: Session, scene: Scene, scenes: _Scenes) -> None:
         if session.slot is None or session.row is None or not session.active:
             raise SessionError(f"session is {session.state}", code="conflict")
-        row = session.row
-        if session.state is not SessionState.STANDBY:  # in standby: shown when input returns
-            try:
-                self.renderer.set_scene(session.slot, scene)
-            except Exception as exc:
-                field = getattr(exc, "field", None)
-                raise SessionError(str(exc), field and f"scene.{field}") from None
-        self._scenes[row] = scene
-        self._standby_scenes.pop(row, None)  # framing or label may have changed
+        in_standby = session.state is SessionState.STANDBY and scenes.standby is not None
+        if in_standby:
+            self.renderer.set_scene(session.slot, scenes.standby_scene, scenes.standby)
+        else:
+            self.renderer.set_scene(session.slot, scene, scenes.live)
+        self._scenes[session.row] = scenes
+        if in_standby:  # render the new standby frame once, then hold it again
+            self._rows.render[session.row] = True
+            self._hold.add(session.row)
 
     def _snapshot(self, session: Session) -> tuple[np.ndarray, int, int] | None:
         row = session.row
@@ -581,7 +600,6 @@ class Engine:
         for rows in (self._operator_rows, self._hold):
             rows.discard(row)
         self._scenes.pop(row, None)
-        self._standby_scenes.pop(row, None)
         session.row = session.slot = None
         return self._closer.submit(_finish, session, timeout)
 

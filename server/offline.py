@@ -74,7 +74,7 @@ def render_clip(avatar: str, size: tuple[int, int], scene: Scene, seconds: float
 
     renderer = Renderer(device)
     width, height = size
-    slot = renderer.open(load(avatar), width, height, scene)
+    slot = renderer.open(load(avatar), width, height, scene, fps)
     frames = max(1, int(round(seconds * fps)))
     expressions, head, eyes = demo_motion(np.arange(frames) / fps)
     with av.open(str(out), "w") as container:

@@ -70,7 +70,8 @@ async def patch_session(session_id: str, body: SessionPatch, state: State, who: 
         scene = body.scene.to_scene(state.settings.media_dir)
         _check_label(state, scene.label.enabled)
         scene.validate()
-        await _engine(state.engine.set_scene(session, scene))
+        # compiling a scene decodes images/videos: a worker thread, not the event loop
+        await _engine(await run_in_threadpool(state.engine.set_scene, session, scene))
         spec = dataclasses.replace(spec, scene=scene)
     session.spec = spec
     return view(state, session)
@@ -121,7 +122,7 @@ async def start_session(
         asset = await run_in_threadpool(state.avatars.asset, who.tenant, spec.avatar)
         if spec.video.encoder != "none":
             pipeline = await run_in_threadpool(_pipeline, state, session)
-        opened = state.engine.create(session, asset, pipeline)
+        opened = await run_in_threadpool(state.engine.create, session, asset, pipeline)
         await _engine(opened)
     except BaseException:
         state.table.discard(session)
