@@ -33,9 +33,13 @@ Launchers (identical arguments; CUDA ones add `stream=0`)::
 
 `raster_*` clears each session's layer region first (clear=True) and runs both passes (the
 CPU one skips the blend pass when no material is MASK/BLEND). The
-CPU kernel is parallel over (session, row band) work items with no atomics: each item
-clears its rows, then rasterizes every triangle of its session clipped to its band, first
-the opaque pass then the blend pass (both passes for one pixel happen in the same item).
+CPU kernel first snaps every session's vertices to fixed point once (a vertex is shared by
+~6 triangles; scratch allocated per call), then runs parallel over (session, row band) work
+items with no atomics: each item clears its rows, then rasterizes every triangle of its
+session clipped to its band, first the opaque pass then the blend pass (both passes for one
+pixel happen in the same item). The pixel loop is branch-free (an uncovered pixel stores the
+empty word, a no-op under the minimum): narrow triangles walk their bounding box, wide ones
+only each row's exact span (int64 divisions of the edge functions).
 The CUDA kernels run one thread per (session, triangle), 2D grid, with 64-bit atomic min:
 clear, opaque pass, blend pass, as three launches on the same stream.
 """
@@ -60,6 +64,12 @@ GUARD_PIXELS = 1 << 21
 stay below 2^30 and edge functions (two products) below 2^61, exact in int64."""
 W_EPSILON = 1e-6
 MIN_BAND_ROWS = 16
+SNAP_INVALID = np.int32(-(1 << 31))
+"""fxy's x for a vertex that cannot be rasterized (|x| < 2^29 for every other one)."""
+SNAP_CHUNK = 4096
+SPAN_MIN_PIXELS = 16
+"""Rows of a bounding box at least this wide walk only their exact span (two divisions per
+edge and row cost less than the pixels they skip); narrower rows are walked whole."""
 CUDA_BLOCK = 128
 CUDA_TARGET_BLOCKS = 2048
 
@@ -68,49 +78,58 @@ def make_raster_math(jit, store, jit_sub=None):
     """The per-triangle raster math, compiled with `jit`; `store(buf, i, word)` keeps the
     minimum of buf[i] and word (a plain compare on the CPU, an atomic min on CUDA).
 
-    `jit_sub` compiles the pixel loop (`raster_sub`, called from 6 places): on the CPU it
-    is an ordinary call, everything around it is inlined (see `_cpu_function`). Returns
-    (band_planes, raster_tri)."""
+    `jit_sub` compiles the pixel loop (`raster_fixed`, on snapped vertices, called from 6
+    places): on the CPU it is an ordinary call, everything around it is inlined (see
+    `_cpu_function`). Returns (band_planes, raster_tri, raster_tri_fixed, snap_vertices):
+    CUDA uses raster_tri (each thread projects its triangle's vertices); the CPU kernel
+    snaps each vertex once (snap_vertices) and uses raster_tri_fixed."""
 
-    @(jit_sub or jit)
-    def raster_sub(
-        x0, y0, z0, w0, x1, y1, z1, w1, x2, y2, z2, w2,
-        tid, double_sided, blend, y_lo, y_hi, lw, lh, lbase, vis_opaque, vis_blend,
-    ):  # fmt: skip
-        """Rasterize one (possibly clipped) clip-space triangle into rows [y_lo, y_hi)."""
-        eps = np.float32(W_EPSILON)
-        if not (w0 > eps and w1 > eps and w2 > eps):
-            return
+    @jit
+    def snap_vertex(x, y, z, w, lw, lh):
+        """A clip-space vertex in the layer's fixed point: (X, Y) in 1/256 pixel, the depth
+        z_ndc * 0.5 + 0.5, and whether it can be rasterized (w > W_EPSILON and inside the
+        guard band; a triangle with a vertex that cannot is dropped)."""
         half = np.float32(0.5)
-        one = np.float32(1.0)
+        if not w > np.float32(W_EPSILON):
+            return np.int64(0), np.int64(0), np.float32(0.0), False
         fw = np.float32(lw)
         fh = np.float32(lh)
-        sub = np.float32(1 << SUBPIXEL_BITS)
         guard = np.float32(GUARD_PIXELS)
-        i0 = one / w0
-        i1 = one / w1
-        i2 = one / w2
-        fx0 = (x0 * i0 * half + half) * fw
-        fx1 = (x1 * i1 * half + half) * fw
-        fx2 = (x2 * i2 * half + half) * fw
-        fy0 = (half - y0 * i0 * half) * fh
-        fy1 = (half - y1 * i1 * half) * fh
-        fy2 = (half - y2 * i2 * half) * fh
-        if not (
-            abs(fx0) < guard and abs(fx1) < guard and abs(fx2) < guard
-            and abs(fy0) < guard and abs(fy1) < guard and abs(fy2) < guard
-        ):  # fmt: skip
-            return
-        zd0 = z0 * i0 * half + half
-        zd1 = z1 * i1 * half + half
-        zd2 = z2 * i2 * half + half
+        i = np.float32(1.0) / w
+        fx = (x * i * half + half) * fw
+        fy = (half - y * i * half) * fh
+        if not (abs(fx) < guard and abs(fy) < guard):
+            return np.int64(0), np.int64(0), np.float32(0.0), False
+        zd = z * i * half + half
         # Snap to 1/256 pixel: every triangle sharing a vertex gets the same integers.
-        X0 = np.int64(math.floor(fx0 * sub + half))
-        X1 = np.int64(math.floor(fx1 * sub + half))
-        X2 = np.int64(math.floor(fx2 * sub + half))
-        Y0 = np.int64(math.floor(fy0 * sub + half))
-        Y1 = np.int64(math.floor(fy1 * sub + half))
-        Y2 = np.int64(math.floor(fy2 * sub + half))
+        sub = np.float32(1 << SUBPIXEL_BITS)
+        X = np.int64(math.floor(fx * sub + half))
+        Y = np.int64(math.floor(fy * sub + half))
+        return X, Y, zd, True
+
+    @jit
+    def span_lo(r, sx):
+        """The first x >= 0 (relative) where r + x * sx >= 0 can hold, for one edge."""
+        if sx > 0 and r < 0:
+            return (sx - 1 - r) // sx
+        return np.int64(0)
+
+    @jit
+    def span_hi(r, sx):
+        """The last x where r + x * sx >= 0 can hold (-1: none; large: no bound)."""
+        if sx < 0:
+            return r // -sx if r >= 0 else np.int64(-1)
+        if sx == 0 and r < 0:
+            return np.int64(-1)
+        return np.int64(1 << 40)
+
+    @(jit_sub or jit)
+    def raster_fixed(
+        X0, Y0, zd0, X1, Y1, zd1, X2, Y2, zd2,
+        tid, double_sided, blend, y_lo, y_hi, lw, lbase, vis_opaque, vis_blend,
+    ):  # fmt: skip
+        """Rasterize one snapped triangle (snap_vertex) into rows [y_lo, y_hi)."""
+        one = np.float32(1.0)
         area = (X1 - X0) * (Y2 - Y0) - (Y1 - Y0) * (X2 - X0)
         if area == 0:
             return
@@ -161,34 +180,61 @@ def make_raster_math(jit, store, jit_sub=None):
         dz2 = (zd2 - zd0) / farea
         zero = np.float32(0.0)
         shift = np.uint64(32)
+        empty = np.uint64(0xFFFFFFFFFFFFFFFF)
+        n_x = xe - xs  # the bounding box's last column, relative to xs
         for y in range(ys, ye + 1):
-            e0 = r0
-            e1 = r1
-            e2 = r2
-            row = lbase + y * lw
-            entered = False
-            for x in range(xs, xe + 1):
-                if (e0 | e1 | e2) >= 0:
-                    entered = True
-                    depth = zd0 + np.float32(e1) * dz1 + np.float32(e2) * dz2
-                    if depth <= one:  # beyond the far plane (or NaN): dropped
-                        if depth < zero:
-                            depth = zero
-                        bits = np.uint64(np.float32(depth).view(np.uint32))
-                        i = row + x
-                        if blend:
-                            if bits < (vis_opaque[i] >> shift):
-                                store(vis_blend, i, (bits << shift) | tid)
-                        else:
-                            store(vis_opaque, i, (bits << shift) | tid)
-                elif entered:  # convex: the row's span is over
-                    break
+            lo = np.int64(0)
+            hi = n_x
+            if n_x >= SPAN_MIN_PIXELS:
+                # A wide triangle: walk only the row's exact span, from the edge functions
+                # e_k(x) = r_k + x * sx_k >= 0 (an edge with sx > 0 bounds it on the left, one
+                # with sx < 0 on the right; exact int64 floor divisions).
+                lo = max(lo, span_lo(r0, sx0), span_lo(r1, sx1), span_lo(r2, sx2))
+                hi = min(hi, span_hi(r0, sx0), span_hi(r1, sx1), span_hi(r2, sx2))
+            e0 = r0 + lo * sx0
+            e1 = r1 + lo * sx1
+            e2 = r2 + lo * sx2
+            row = lbase + y * lw + xs
+            # Branch-free over the span: a pixel outside the triangle or beyond the far plane
+            # (or NaN) stores the empty word, which never wins the minimum.
+            for x in range(lo, hi + 1):
+                depth = zd0 + np.float32(e1) * dz1 + np.float32(e2) * dz2
+                ok = ((e0 | e1 | e2) >= 0) & (depth <= one)
+                if depth < zero:
+                    depth = zero
+                bits = np.uint64(np.float32(depth).view(np.uint32))
+                i = row + x
+                word = (bits << shift) | tid
+                if blend:
+                    ok = ok & (bits < (vis_opaque[i] >> shift))
+                    if not ok:
+                        word = empty
+                    store(vis_blend, i, word)
+                else:
+                    if not ok:
+                        word = empty
+                    store(vis_opaque, i, word)
                 e0 += sx0
                 e1 += sx1
                 e2 += sx2
             r0 += sy0
             r1 += sy1
             r2 += sy2
+
+    @jit
+    def raster_sub(
+        x0, y0, z0, w0, x1, y1, z1, w1, x2, y2, z2, w2,
+        tid, double_sided, blend, y_lo, y_hi, lw, lh, lbase, vis_opaque, vis_blend,
+    ):  # fmt: skip
+        """Rasterize one (possibly clipped) clip-space triangle into rows [y_lo, y_hi)."""
+        X0, Y0, zd0, ok0 = snap_vertex(x0, y0, z0, w0, lw, lh)
+        X1, Y1, zd1, ok1 = snap_vertex(x1, y1, z1, w1, lw, lh)
+        X2, Y2, zd2, ok2 = snap_vertex(x2, y2, z2, w2, lw, lh)
+        if ok0 and ok1 and ok2:
+            raster_fixed(
+                X0, Y0, zd0, X1, Y1, zd1, X2, Y2, zd2,
+                tid, double_sided, blend, y_lo, y_hi, lw, lbase, vis_opaque, vis_blend,
+            )  # fmt: skip
 
     @jit
     def near_point(xa, ya, za, wa, da, xb, yb, zb, wb, db):
@@ -327,22 +373,132 @@ def make_raster_math(jit, store, jit_sub=None):
                     tid, double_sided, blend, y_lo, y_hi, lw, lh, lbase, vis_opaque, vis_blend,
                 )  # fmt: skip
 
-    return band_planes, raster_tri
+    @jit
+    def raster_tri_fixed(
+        s, t, blend, y_lo, y_hi, a_lo, a_hi, a_x, clip, tris, tri_mat, mat_alpha_mode,
+        mat_double_sided, s_tbase, s_obase, s_lw, s_lh, s_lbase, vis_opaque, vis_blend, fxy, fz,
+    ):  # fmt: skip
+        """raster_tri with the session's vertices already snapped (`snap_vertices`: fxy
+        [V,2] fixed-point x, y or SNAP_INVALID, fz [V] depth): an unclipped triangle reads
+        its three snapped vertices instead of projecting them (each vertex is shared by ~6
+        triangles); clipped ones take raster_tri's path. Same coverage, bit for bit."""
+        g = s_tbase[s] + t
+        m = tri_mat[g]
+        if (mat_alpha_mode[m] != 0) != (blend != 0):
+            return
+        o = s_obase[s]
+        a = o + tris[g, 0]
+        b = o + tris[g, 1]
+        c = o + tris[g, 2]
+        x0 = clip[a, 0]
+        y0 = clip[a, 1]
+        z0 = clip[a, 2]
+        w0 = clip[a, 3]
+        x1 = clip[b, 0]
+        y1 = clip[b, 1]
+        z1 = clip[b, 2]
+        w1 = clip[b, 3]
+        x2 = clip[c, 0]
+        y2 = clip[c, 1]
+        z2 = clip[c, 2]
+        w2 = clip[c, 3]
+        d0 = z0 + w0
+        d1 = z1 + w1
+        d2 = z2 + w2
+        in0 = d0 >= 0
+        in1 = d1 >= 0
+        in2 = d2 >= 0
+        if not (in0 or in1 or in2):
+            return
+        if in0 and in1 and in2 and w0 > 0 and w1 > 0 and w2 > 0:
+            # Cheap reject: the triangle lies more than a pixel off the band or the layer.
+            if y0 > a_lo * w0 and y1 > a_lo * w1 and y2 > a_lo * w2:
+                return
+            if y0 < a_hi * w0 and y1 < a_hi * w1 and y2 < a_hi * w2:
+                return
+            if x0 > a_x * w0 and x1 > a_x * w1 and x2 > a_x * w2:
+                return
+            if x0 < -a_x * w0 and x1 < -a_x * w1 and x2 < -a_x * w2:
+                return
+        double_sided = mat_double_sided[m] != 0
+        tid = np.uint64(t + 1)
+        lw = s_lw[s]
+        lh = s_lh[s]
+        lbase = s_lbase[s]
+        n_in = np.int32(in0) + np.int32(in1) + np.int32(in2)
+        if n_in == 3:
+            X0 = fxy[a, 0]
+            X1 = fxy[b, 0]
+            X2 = fxy[c, 0]
+            if X0 == SNAP_INVALID or X1 == SNAP_INVALID or X2 == SNAP_INVALID:
+                return
+            raster_fixed(
+                np.int64(X0), np.int64(fxy[a, 1]), fz[a], np.int64(X1), np.int64(fxy[b, 1]),
+                fz[b], np.int64(X2), np.int64(fxy[c, 1]), fz[c],
+                tid, double_sided, blend, y_lo, y_hi, lw, lbase, vis_opaque, vis_blend,
+            )  # fmt: skip
+        elif n_in == 1:  # rotate (keeping the winding) so that the inside vertex comes first
+            if in0:
+                clip_one(
+                    x0, y0, z0, w0, d0, x1, y1, z1, w1, d1, x2, y2, z2, w2, d2,
+                    tid, double_sided, blend, y_lo, y_hi, lw, lh, lbase, vis_opaque, vis_blend,
+                )  # fmt: skip
+            elif in1:
+                clip_one(
+                    x1, y1, z1, w1, d1, x2, y2, z2, w2, d2, x0, y0, z0, w0, d0,
+                    tid, double_sided, blend, y_lo, y_hi, lw, lh, lbase, vis_opaque, vis_blend,
+                )  # fmt: skip
+            else:
+                clip_one(
+                    x2, y2, z2, w2, d2, x0, y0, z0, w0, d0, x1, y1, z1, w1, d1,
+                    tid, double_sided, blend, y_lo, y_hi, lw, lh, lbase, vis_opaque, vis_blend,
+                )  # fmt: skip
+        elif n_in == 2:  # rotate so that the outside vertex comes last
+            if not in2:
+                clip_two(
+                    x0, y0, z0, w0, d0, x1, y1, z1, w1, d1, x2, y2, z2, w2, d2,
+                    tid, double_sided, blend, y_lo, y_hi, lw, lh, lbase, vis_opaque, vis_blend,
+                )  # fmt: skip
+            elif not in0:
+                clip_two(
+                    x1, y1, z1, w1, d1, x2, y2, z2, w2, d2, x0, y0, z0, w0, d0,
+                    tid, double_sided, blend, y_lo, y_hi, lw, lh, lbase, vis_opaque, vis_blend,
+                )  # fmt: skip
+            else:
+                clip_two(
+                    x2, y2, z2, w2, d2, x0, y0, z0, w0, d0, x1, y1, z1, w1, d1,
+                    tid, double_sided, blend, y_lo, y_hi, lw, lh, lbase, vis_opaque, vis_blend,
+                )  # fmt: skip
+
+    @jit
+    def snap_vertices(v_lo, v_hi, lw, lh, clip, fxy, fz):
+        """snap_vertex for vertices [v_lo, v_hi) of the clip buffer into fxy, fz."""
+        for v in range(v_lo, v_hi):
+            X, Y, zd, ok = snap_vertex(clip[v, 0], clip[v, 1], clip[v, 2], clip[v, 3], lw, lh)
+            if ok:
+                fxy[v, 0] = np.int32(X)
+                fxy[v, 1] = np.int32(Y)
+                fz[v] = zd
+            else:
+                fxy[v, 0] = SNAP_INVALID
+
+    return band_planes, raster_tri, raster_tri_fixed, snap_vertices
 
 
 @cpu_device
 def _store_cpu(buf, i, word):
-    if word < buf[i]:
-        buf[i] = word
+    buf[i] = min(word, buf[i])
 
 
 _cpu_function = numba.njit(cache=True, nogil=True, fastmath=False)
-"""The CPU pixel loop (`raster_sub`) is an ordinary call: cpu_device's IR-level
+"""The CPU pixel loop (`raster_fixed`) is an ordinary call: cpu_device's IR-level
 inline="always" would copy it into its 6 call sites and made the first compile take
 minutes. The per-triangle code around it is inlined into the kernel's loop (an ordinary call
 passing ~10 arrays costs more than rejecting a triangle)."""
 
-_band_planes_cpu, _raster_tri_cpu = make_raster_math(cpu_device, _store_cpu, _cpu_function)
+_band_planes_cpu, _, _raster_tri_cpu, _snap_vertices_cpu = make_raster_math(
+    cpu_device, _store_cpu, _cpu_function
+)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -380,6 +536,27 @@ def _raster_cpu_kernel(
     for m in range(mat_alpha_mode.shape[0]):
         if mat_alpha_mode[m] != 0:
             passes = 2
+    # Snap every session's vertices once (a vertex is shared by ~6 triangles): the session's
+    # vertex count is one more than the largest index its triangles use.
+    n_verts = np.zeros(n_sessions, np.int64)
+    for s in numba.prange(n_sessions):
+        top = np.int64(-1)
+        g0 = s_tbase[s]
+        for g in range(g0, g0 + s_tcount[s]):
+            top = max(top, np.int64(tris[g, 0]), np.int64(tris[g, 1]), np.int64(tris[g, 2]))
+        n_verts[s] = top + 1
+    chunks = np.int64(0)
+    for s in range(n_sessions):
+        chunks = max(chunks, (n_verts[s] + SNAP_CHUNK - 1) // SNAP_CHUNK)
+    fxy = np.empty((clip.shape[0], 2), np.int32)
+    fz = np.empty(clip.shape[0], np.float32)
+    for item in numba.prange(n_sessions * chunks):
+        s = item // chunks
+        v_lo = (item % chunks) * SNAP_CHUNK
+        v_hi = min(v_lo + SNAP_CHUNK, n_verts[s])
+        if v_lo < v_hi and s_lw[s] > 0 and s_lh[s] > 0:
+            o = s_obase[s]
+            _snap_vertices_cpu(o + v_lo, o + v_hi, s_lw[s], s_lh[s], clip, fxy, fz)
     for item in numba.prange(n_sessions * n_bands):
         s = item // n_bands
         y_lo = (item % n_bands) * band
@@ -397,7 +574,7 @@ def _raster_cpu_kernel(
                 _raster_tri_cpu(
                     s, t, blend, y_lo, y_hi, a_lo, a_hi, a_x, clip, tris, tri_mat,
                     mat_alpha_mode, mat_double_sided, s_tbase, s_obase, s_lw, s_lh, s_lbase,
-                    vis_opaque, vis_blend,
+                    vis_opaque, vis_blend, fxy, fz,
                 )  # fmt: skip
 
 
@@ -456,7 +633,7 @@ def _cuda_kernels() -> tuple[Any, Any]:
         if word < buf[i]:  # racy read, but values only decrease: skips most atomics
             cuda.atomic.min(buf, i, word)
 
-    band_planes, raster_tri = make_raster_math(cuda_device(), store)
+    band_planes, raster_tri, _, _ = make_raster_math(cuda_device(), store)
 
     @cuda.jit
     def raster_kernel(

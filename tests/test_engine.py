@@ -69,7 +69,7 @@ def _snapshot(engine: Engine, session: Session) -> np.ndarray:
 
 def test_cfr_frames_and_late_tick_counts_drops_and_repeats(engine, avatar):
     s = _session(fps=10, encoder="x264")
-    pipe = _pipeline(s)
+    pipe = _pipeline(s, queue_frames=8)  # room for all 4 submits, however slow the encoder
     try:
         _open(engine, s, avatar, pipe)
         t0 = engine._rows.t0[s.row]
