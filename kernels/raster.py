@@ -80,9 +80,10 @@ def make_raster_math(jit, store, jit_sub=None):
 
     `jit_sub` compiles the pixel loop (`raster_fixed`, on snapped vertices, called from 6
     places): on the CPU it is an ordinary call, everything around it is inlined (see
-    `_cpu_function`). Returns (band_planes, raster_tri, raster_tri_fixed, snap_vertices):
-    CUDA uses raster_tri (each thread projects its triangle's vertices); the CPU kernel
-    snaps each vertex once (snap_vertices) and uses raster_tri_fixed."""
+    `_cpu_function`). Returns (band_planes, raster_tri, raster_tri_snapped, snap_vertices):
+    both raster functions take the same arguments and differ only in unclipped triangles:
+    CUDA uses raster_tri (each thread projects its triangle's vertices; fxy, fz unused);
+    the CPU kernel snaps each vertex once (snap_vertices) and uses raster_tri_snapped."""
 
     @jit
     def snap_vertex(x, y, z, w, lw, lh):
@@ -285,190 +286,128 @@ def make_raster_math(jit, store, jit_sub=None):
         return a_lo, a_hi, a_x
 
     @jit
-    def raster_tri(
-        s, t, blend, y_lo, y_hi, a_lo, a_hi, a_x, clip, tris, tri_mat, mat_alpha_mode,
-        mat_double_sided, s_tbase, s_obase, s_lw, s_lh, s_lbase, vis_opaque, vis_blend,
+    def unclipped_projected(
+        a, b, c, x0, y0, z0, w0, x1, y1, z1, w1, x2, y2, z2, w2, fxy, fz,
+        tid, double_sided, blend, y_lo, y_hi, lw, lh, lbase, vis_opaque, vis_blend,
     ):  # fmt: skip
-        """Triangle t of session s, in pass `blend` (0 opaque, 1 mask/blend), rows
-        [y_lo, y_hi) of its layer (band_planes(y_lo, y_hi, ...) gives a_lo, a_hi, a_x)."""
-        g = s_tbase[s] + t
-        m = tri_mat[g]
-        if (mat_alpha_mode[m] != 0) != (blend != 0):
-            return
-        o = s_obase[s]
-        a = o + tris[g, 0]
-        b = o + tris[g, 1]
-        c = o + tris[g, 2]
-        x0 = clip[a, 0]
-        y0 = clip[a, 1]
-        z0 = clip[a, 2]
-        w0 = clip[a, 3]
-        x1 = clip[b, 0]
-        y1 = clip[b, 1]
-        z1 = clip[b, 2]
-        w1 = clip[b, 3]
-        x2 = clip[c, 0]
-        y2 = clip[c, 1]
-        z2 = clip[c, 2]
-        w2 = clip[c, 3]
-        d0 = z0 + w0
-        d1 = z1 + w1
-        d2 = z2 + w2
-        in0 = d0 >= 0
-        in1 = d1 >= 0
-        in2 = d2 >= 0
-        if not (in0 or in1 or in2):
-            return
-        if in0 and in1 and in2 and w0 > 0 and w1 > 0 and w2 > 0:
-            # Cheap reject: the triangle lies more than a pixel off the band or the layer.
-            if y0 > a_lo * w0 and y1 > a_lo * w1 and y2 > a_lo * w2:
-                return
-            if y0 < a_hi * w0 and y1 < a_hi * w1 and y2 < a_hi * w2:
-                return
-            if x0 > a_x * w0 and x1 > a_x * w1 and x2 > a_x * w2:
-                return
-            if x0 < -a_x * w0 and x1 < -a_x * w1 and x2 < -a_x * w2:
-                return
-        double_sided = mat_double_sided[m] != 0
-        tid = np.uint64(t + 1)
-        lw = s_lw[s]
-        lh = s_lh[s]
-        lbase = s_lbase[s]
-        n_in = np.int32(in0) + np.int32(in1) + np.int32(in2)
-        if n_in == 3:
-            raster_sub(
-                x0, y0, z0, w0, x1, y1, z1, w1, x2, y2, z2, w2,
-                tid, double_sided, blend, y_lo, y_hi, lw, lh, lbase, vis_opaque, vis_blend,
-            )  # fmt: skip
-        elif n_in == 1:  # rotate (keeping the winding) so that the inside vertex comes first
-            if in0:
-                clip_one(
-                    x0, y0, z0, w0, d0, x1, y1, z1, w1, d1, x2, y2, z2, w2, d2,
-                    tid, double_sided, blend, y_lo, y_hi, lw, lh, lbase, vis_opaque, vis_blend,
-                )  # fmt: skip
-            elif in1:
-                clip_one(
-                    x1, y1, z1, w1, d1, x2, y2, z2, w2, d2, x0, y0, z0, w0, d0,
-                    tid, double_sided, blend, y_lo, y_hi, lw, lh, lbase, vis_opaque, vis_blend,
-                )  # fmt: skip
-            else:
-                clip_one(
-                    x2, y2, z2, w2, d2, x0, y0, z0, w0, d0, x1, y1, z1, w1, d1,
-                    tid, double_sided, blend, y_lo, y_hi, lw, lh, lbase, vis_opaque, vis_blend,
-                )  # fmt: skip
-        elif n_in == 2:  # rotate so that the outside vertex comes last
-            if not in2:
-                clip_two(
-                    x0, y0, z0, w0, d0, x1, y1, z1, w1, d1, x2, y2, z2, w2, d2,
-                    tid, double_sided, blend, y_lo, y_hi, lw, lh, lbase, vis_opaque, vis_blend,
-                )  # fmt: skip
-            elif not in0:
-                clip_two(
-                    x1, y1, z1, w1, d1, x2, y2, z2, w2, d2, x0, y0, z0, w0, d0,
-                    tid, double_sided, blend, y_lo, y_hi, lw, lh, lbase, vis_opaque, vis_blend,
-                )  # fmt: skip
-            else:
-                clip_two(
-                    x2, y2, z2, w2, d2, x0, y0, z0, w0, d0, x1, y1, z1, w1, d1,
-                    tid, double_sided, blend, y_lo, y_hi, lw, lh, lbase, vis_opaque, vis_blend,
-                )  # fmt: skip
+        """An unclipped triangle, projected and snapped here (fxy, fz unused)."""
+        raster_sub(
+            x0, y0, z0, w0, x1, y1, z1, w1, x2, y2, z2, w2,
+            tid, double_sided, blend, y_lo, y_hi, lw, lh, lbase, vis_opaque, vis_blend,
+        )  # fmt: skip
 
     @jit
-    def raster_tri_fixed(
-        s, t, blend, y_lo, y_hi, a_lo, a_hi, a_x, clip, tris, tri_mat, mat_alpha_mode,
-        mat_double_sided, s_tbase, s_obase, s_lw, s_lh, s_lbase, vis_opaque, vis_blend, fxy, fz,
+    def unclipped_snapped(
+        a, b, c, x0, y0, z0, w0, x1, y1, z1, w1, x2, y2, z2, w2, fxy, fz,
+        tid, double_sided, blend, y_lo, y_hi, lw, lh, lbase, vis_opaque, vis_blend,
     ):  # fmt: skip
-        """raster_tri with the session's vertices already snapped (`snap_vertices`: fxy
-        [V,2] fixed-point x, y or SNAP_INVALID, fz [V] depth): an unclipped triangle reads
-        its three snapped vertices instead of projecting them (each vertex is shared by ~6
-        triangles); clipped ones take raster_tri's path. Same coverage, bit for bit."""
-        g = s_tbase[s] + t
-        m = tri_mat[g]
-        if (mat_alpha_mode[m] != 0) != (blend != 0):
+        """An unclipped triangle whose vertices `snap_vertices` already snapped (fxy [V,2]
+        fixed-point x, y or SNAP_INVALID, fz [V] depth): each vertex is shared by ~6."""
+        X0 = fxy[a, 0]
+        X1 = fxy[b, 0]
+        X2 = fxy[c, 0]
+        if X0 == SNAP_INVALID or X1 == SNAP_INVALID or X2 == SNAP_INVALID:
             return
-        o = s_obase[s]
-        a = o + tris[g, 0]
-        b = o + tris[g, 1]
-        c = o + tris[g, 2]
-        x0 = clip[a, 0]
-        y0 = clip[a, 1]
-        z0 = clip[a, 2]
-        w0 = clip[a, 3]
-        x1 = clip[b, 0]
-        y1 = clip[b, 1]
-        z1 = clip[b, 2]
-        w1 = clip[b, 3]
-        x2 = clip[c, 0]
-        y2 = clip[c, 1]
-        z2 = clip[c, 2]
-        w2 = clip[c, 3]
-        d0 = z0 + w0
-        d1 = z1 + w1
-        d2 = z2 + w2
-        in0 = d0 >= 0
-        in1 = d1 >= 0
-        in2 = d2 >= 0
-        if not (in0 or in1 or in2):
-            return
-        if in0 and in1 and in2 and w0 > 0 and w1 > 0 and w2 > 0:
-            # Cheap reject: the triangle lies more than a pixel off the band or the layer.
-            if y0 > a_lo * w0 and y1 > a_lo * w1 and y2 > a_lo * w2:
+        raster_fixed(
+            np.int64(X0), np.int64(fxy[a, 1]), fz[a], np.int64(X1), np.int64(fxy[b, 1]),
+            fz[b], np.int64(X2), np.int64(fxy[c, 1]), fz[c],
+            tid, double_sided, blend, y_lo, y_hi, lw, lbase, vis_opaque, vis_blend,
+        )  # fmt: skip
+
+    def make_tri(unclipped):
+        """Triangle t of session s, in pass `blend` (0 opaque, 1 mask/blend), rows
+        [y_lo, y_hi) of its layer (band_planes(y_lo, y_hi, ...) gives a_lo, a_hi, a_x).
+        Triangles crossing the near plane are clipped here; `unclipped` draws the rest."""
+
+        @jit
+        def raster_tri(
+            s, t, blend, y_lo, y_hi, a_lo, a_hi, a_x, clip, tris, tri_mat, mat_alpha_mode,
+            mat_double_sided, s_tbase, s_obase, s_lw, s_lh, s_lbase, vis_opaque, vis_blend,
+            fxy, fz,
+        ):  # fmt: skip
+            g = s_tbase[s] + t
+            m = tri_mat[g]
+            if (mat_alpha_mode[m] != 0) != (blend != 0):
                 return
-            if y0 < a_hi * w0 and y1 < a_hi * w1 and y2 < a_hi * w2:
+            o = s_obase[s]
+            a = o + tris[g, 0]
+            b = o + tris[g, 1]
+            c = o + tris[g, 2]
+            x0 = clip[a, 0]
+            y0 = clip[a, 1]
+            z0 = clip[a, 2]
+            w0 = clip[a, 3]
+            x1 = clip[b, 0]
+            y1 = clip[b, 1]
+            z1 = clip[b, 2]
+            w1 = clip[b, 3]
+            x2 = clip[c, 0]
+            y2 = clip[c, 1]
+            z2 = clip[c, 2]
+            w2 = clip[c, 3]
+            d0 = z0 + w0
+            d1 = z1 + w1
+            d2 = z2 + w2
+            in0 = d0 >= 0
+            in1 = d1 >= 0
+            in2 = d2 >= 0
+            if not (in0 or in1 or in2):
                 return
-            if x0 > a_x * w0 and x1 > a_x * w1 and x2 > a_x * w2:
-                return
-            if x0 < -a_x * w0 and x1 < -a_x * w1 and x2 < -a_x * w2:
-                return
-        double_sided = mat_double_sided[m] != 0
-        tid = np.uint64(t + 1)
-        lw = s_lw[s]
-        lh = s_lh[s]
-        lbase = s_lbase[s]
-        n_in = np.int32(in0) + np.int32(in1) + np.int32(in2)
-        if n_in == 3:
-            X0 = fxy[a, 0]
-            X1 = fxy[b, 0]
-            X2 = fxy[c, 0]
-            if X0 == SNAP_INVALID or X1 == SNAP_INVALID or X2 == SNAP_INVALID:
-                return
-            raster_fixed(
-                np.int64(X0), np.int64(fxy[a, 1]), fz[a], np.int64(X1), np.int64(fxy[b, 1]),
-                fz[b], np.int64(X2), np.int64(fxy[c, 1]), fz[c],
-                tid, double_sided, blend, y_lo, y_hi, lw, lbase, vis_opaque, vis_blend,
-            )  # fmt: skip
-        elif n_in == 1:  # rotate (keeping the winding) so that the inside vertex comes first
-            if in0:
-                clip_one(
-                    x0, y0, z0, w0, d0, x1, y1, z1, w1, d1, x2, y2, z2, w2, d2,
+            if in0 and in1 and in2 and w0 > 0 and w1 > 0 and w2 > 0:
+                # Cheap reject: the triangle lies more than a pixel off the band or the layer.
+                if y0 > a_lo * w0 and y1 > a_lo * w1 and y2 > a_lo * w2:
+                    return
+                if y0 < a_hi * w0 and y1 < a_hi * w1 and y2 < a_hi * w2:
+                    return
+                if x0 > a_x * w0 and x1 > a_x * w1 and x2 > a_x * w2:
+                    return
+                if x0 < -a_x * w0 and x1 < -a_x * w1 and x2 < -a_x * w2:
+                    return
+            double_sided = mat_double_sided[m] != 0
+            tid = np.uint64(t + 1)
+            lw = s_lw[s]
+            lh = s_lh[s]
+            lbase = s_lbase[s]
+            n_in = np.int32(in0) + np.int32(in1) + np.int32(in2)
+            if n_in == 3:
+                unclipped(
+                    a, b, c, x0, y0, z0, w0, x1, y1, z1, w1, x2, y2, z2, w2, fxy, fz,
                     tid, double_sided, blend, y_lo, y_hi, lw, lh, lbase, vis_opaque, vis_blend,
                 )  # fmt: skip
-            elif in1:
-                clip_one(
-                    x1, y1, z1, w1, d1, x2, y2, z2, w2, d2, x0, y0, z0, w0, d0,
-                    tid, double_sided, blend, y_lo, y_hi, lw, lh, lbase, vis_opaque, vis_blend,
-                )  # fmt: skip
-            else:
-                clip_one(
-                    x2, y2, z2, w2, d2, x0, y0, z0, w0, d0, x1, y1, z1, w1, d1,
-                    tid, double_sided, blend, y_lo, y_hi, lw, lh, lbase, vis_opaque, vis_blend,
-                )  # fmt: skip
-        elif n_in == 2:  # rotate so that the outside vertex comes last
-            if not in2:
-                clip_two(
-                    x0, y0, z0, w0, d0, x1, y1, z1, w1, d1, x2, y2, z2, w2, d2,
-                    tid, double_sided, blend, y_lo, y_hi, lw, lh, lbase, vis_opaque, vis_blend,
-                )  # fmt: skip
-            elif not in0:
-                clip_two(
-                    x1, y1, z1, w1, d1, x2, y2, z2, w2, d2, x0, y0, z0, w0, d0,
-                    tid, double_sided, blend, y_lo, y_hi, lw, lh, lbase, vis_opaque, vis_blend,
-                )  # fmt: skip
-            else:
-                clip_two(
-                    x2, y2, z2, w2, d2, x0, y0, z0, w0, d0, x1, y1, z1, w1, d1,
-                    tid, double_sided, blend, y_lo, y_hi, lw, lh, lbase, vis_opaque, vis_blend,
-                )  # fmt: skip
+            elif n_in == 1:  # rotate (keeping the winding) so that the inside vertex comes first
+                if in0:
+                    clip_one(
+                        x0, y0, z0, w0, d0, x1, y1, z1, w1, d1, x2, y2, z2, w2, d2,
+                        tid, double_sided, blend, y_lo, y_hi, lw, lh, lbase, vis_opaque, vis_blend,
+                    )  # fmt: skip
+                elif in1:
+                    clip_one(
+                        x1, y1, z1, w1, d1, x2, y2, z2, w2, d2, x0, y0, z0, w0, d0,
+                        tid, double_sided, blend, y_lo, y_hi, lw, lh, lbase, vis_opaque, vis_blend,
+                    )  # fmt: skip
+                else:
+                    clip_one(
+                        x2, y2, z2, w2, d2, x0, y0, z0, w0, d0, x1, y1, z1, w1, d1,
+                        tid, double_sided, blend, y_lo, y_hi, lw, lh, lbase, vis_opaque, vis_blend,
+                    )  # fmt: skip
+            elif n_in == 2:  # rotate so that the outside vertex comes last
+                if not in2:
+                    clip_two(
+                        x0, y0, z0, w0, d0, x1, y1, z1, w1, d1, x2, y2, z2, w2, d2,
+                        tid, double_sided, blend, y_lo, y_hi, lw, lh, lbase, vis_opaque, vis_blend,
+                    )  # fmt: skip
+                elif not in0:
+                    clip_two(
+                        x1, y1, z1, w1, d1, x2, y2, z2, w2, d2, x0, y0, z0, w0, d0,
+                        tid, double_sided, blend, y_lo, y_hi, lw, lh, lbase, vis_opaque, vis_blend,
+                    )  # fmt: skip
+                else:
+                    clip_two(
+                        x2, y2, z2, w2, d2, x0, y0, z0, w0, d0, x1, y1, z1, w1, d1,
+                        tid, double_sided, blend, y_lo, y_hi, lw, lh, lbase, vis_opaque, vis_blend,
+                    )  # fmt: skip
+
+        return raster_tri
 
     @jit
     def snap_vertices(v_lo, v_hi, lw, lh, clip, fxy, fz):
@@ -482,7 +421,7 @@ def make_raster_math(jit, store, jit_sub=None):
             else:
                 fxy[v, 0] = SNAP_INVALID
 
-    return band_planes, raster_tri, raster_tri_fixed, snap_vertices
+    return band_planes, make_tri(unclipped_projected), make_tri(unclipped_snapped), snap_vertices
 
 
 @cpu_device
@@ -649,6 +588,7 @@ def _cuda_kernels() -> tuple[Any, Any]:
             raster_tri(
                 s, t, blend, 0, lh, a_lo, a_hi, a_x, clip, tris, tri_mat, mat_alpha_mode,
                 mat_double_sided, s_tbase, s_obase, s_lw, s_lh, s_lbase, vis_opaque, vis_blend,
+                clip, clip,  # no snapped-vertex buffers: each thread projects its own
             )  # fmt: skip
 
     @cuda.jit
