@@ -32,6 +32,17 @@ cpu_kernel = functools.partial(numba.njit, parallel=True, nogil=True, cache=True
 """Decorator factory for CPU launchers: `@cpu_kernel()`."""
 
 
+CUDA_TARGET_BLOCKS = 2048
+"""Blocks a (work, session) grid aims for; threads stride over the rest of the work."""
+
+
+def cuda_grid_x(bound: int, n_sessions: int, block: int) -> int:
+    """Blocks along x for a (work, session) grid: enough to cover `bound` items of one
+    session, but no more than the batch needs to fill the GPU (threads stride beyond)."""
+    need = max(1, -(-bound // block))
+    return max(1, min(need, CUDA_TARGET_BLOCKS // max(1, n_sessions)))
+
+
 def simulator_enabled() -> bool:
     return os.environ.get("NUMBA_ENABLE_CUDASIM", "0") == "1"
 

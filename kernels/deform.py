@@ -32,7 +32,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from .backend import cpu_device, cpu_kernel, cuda_device, cuda_module
+from .backend import cpu_device, cpu_kernel, cuda_device, cuda_grid_x, cuda_module
 
 cuda: Any = None  # numba.cuda, bound on first CUDA use
 
@@ -40,8 +40,6 @@ CPU_CHUNK = 2048
 """Vertices per CPU work item: small enough that one session keeps every core busy."""
 
 CUDA_BLOCK = 128
-CUDA_TARGET_BLOCKS = 2048
-"""Blocks the CUDA grid aims for; threads stride over a session's vertices beyond that."""
 
 
 def make_deform_math(jit):
@@ -306,13 +304,6 @@ def _cuda_kernel() -> Any:
             )
 
     return deform_kernel
-
-
-def cuda_grid_x(bound: int, n_sessions: int, block: int) -> int:
-    """Blocks along x for a (work, session) grid: enough to cover `bound` items of one
-    session, but no more than the batch needs to fill the GPU (threads stride beyond)."""
-    need = max(1, -(-bound // block))
-    return max(1, min(need, CUDA_TARGET_BLOCKS // max(1, n_sessions)))
 
 
 def deform_cuda(

@@ -53,7 +53,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from .backend import cpu_device, cpu_kernel, cuda_device, cuda_module
+from .backend import cpu_device, cpu_kernel, cuda_device, cuda_grid_x, cuda_module
 
 cuda: Any = None  # numba.cuda, bound on first CUDA use
 
@@ -71,7 +71,6 @@ SPAN_MIN_PIXELS = 16
 """Rows of a bounding box at least this wide walk only their exact span (two divisions per
 edge and row cost less than the pixels they skip); narrower rows are walked whole."""
 CUDA_BLOCK = 128
-CUDA_TARGET_BLOCKS = 2048
 
 
 def make_raster_math(jit, store, jit_sub=None):
@@ -605,13 +604,6 @@ def _cuda_kernels() -> tuple[Any, Any]:
     return raster_kernel, clear_kernel
 
 
-def _grid_x(bound: int, n_sessions: int) -> int:
-    """Blocks along x: enough for `bound` items of one session, no more than the batch
-    needs to fill the GPU (threads stride over the rest)."""
-    need = max(1, -(-bound // CUDA_BLOCK))
-    return max(1, min(need, CUDA_TARGET_BLOCKS // max(1, n_sessions)))
-
-
 def clear_vis_cuda(
     s_lw: Any,
     s_lh: Any,
@@ -624,7 +616,7 @@ def clear_vis_cuda(
     """CUDA twin of `clear_vis_cpu`: one launch, grid (pixel blocks, sessions)."""
     if n_sessions <= 0:
         return
-    grid = (_grid_x(int(vis_opaque.shape[0]), n_sessions), int(n_sessions))
+    grid = (cuda_grid_x(int(vis_opaque.shape[0]), n_sessions, CUDA_BLOCK), int(n_sessions))
     _cuda_kernels()[1][grid, CUDA_BLOCK, stream](s_lw, s_lh, s_lbase, vis_opaque, vis_blend)
 
 
@@ -654,7 +646,7 @@ def raster_cuda(
     if clear:
         clear_vis_cuda(s_lw, s_lh, s_lbase, n_sessions, vis_opaque, vis_blend, stream)
     kernel = _cuda_kernels()[0]
-    grid = (_grid_x(int(tris.shape[0]), n_sessions), int(n_sessions))
+    grid = (cuda_grid_x(int(tris.shape[0]), n_sessions, CUDA_BLOCK), int(n_sessions))
     for blend in (0, 1):
         kernel[grid, CUDA_BLOCK, stream](
             clip, tris, tri_mat, mat_alpha_mode, mat_double_sided,
