@@ -8,8 +8,9 @@ the GPU). Reported per avatar-frame: the best tick per stage (the shared CI box 
 the median tick's total, the process CPU time, and avatar-frames/s from the best and the
 median tick. On CUDA it also counts launcher calls per tick, which must not grow with the
 batch. Memory per session is what one more session adds: its NV12 frame, its NV12
-background, its avatar-layer scratch (two u64 visibility words and RGBA8 per layer pixel)
-and its deformed vertices (clip f32x4, normal f32x3).
+background, its avatar-layer scratch (per layer pixel: a u64 visibility word, a second one
+when the avatar has MASK/BLEND materials, and RGBA8) and its deformed vertices (clip f32x4,
+normal f32x3).
 
 Run: python bench/bench_render.py [--device cpu|cuda] [--batches 1,4,16] [--ticks 20]
      [--threads N] [--json out.json] [--baseline before.json] [--out results.md]
@@ -56,7 +57,7 @@ def session_bytes(renderer, slot: int) -> dict[str, int]:
     return {
         "frame": state.width * state.height * 3 // 2,
         "background": state.bg_size * state.bg_frames,
-        "layer": lw * lh * (8 + 8 + 4),
+        "layer": lw * lh * (8 + (0 if renderer._scratch.shared_blend else 8) + 4),
         "vertices": vertices * (16 + 12),
     }
 

@@ -46,6 +46,10 @@ Conventions
     Layer pixel (x, y) has its centre at (x + 0.5, y + 0.5); y grows downwards.
     Visibility word: (float32 bits of depth in [0,1]) << 32 | (local triangle id + 1);
     0xFFFFFFFFFFFFFFFF means empty. Smaller word = nearer surface.
+    When no material in the pools is MASK or BLEND, vis_blend may be the very array
+    vis_opaque is: raster then never writes a blend word, and shade reads equal words at
+    a pixel as "no blend fragment" (a triangle is either opaque or not, so the words of a
+    real blend layer never equal the opaque ones). This halves the layer's memory traffic.
     The layer RGBA is premultiplied, sRGB-encoded (what a display shows).
     NV12 is BT.709 limited range.
 """

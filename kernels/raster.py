@@ -302,14 +302,21 @@ def make_raster_math(jit, store, jit_sub=None):
     ):  # fmt: skip
         """An unclipped triangle whose vertices `snap_vertices` already snapped (fxy [V,2]
         fixed-point x, y or SNAP_INVALID, fz [V] depth): each vertex is shared by ~6."""
-        X0 = fxy[a, 0]
-        X1 = fxy[b, 0]
-        X2 = fxy[c, 0]
+        X0 = np.int64(fxy[a, 0])
+        X1 = np.int64(fxy[b, 0])
+        X2 = np.int64(fxy[c, 0])
         if X0 == SNAP_INVALID or X1 == SNAP_INVALID or X2 == SNAP_INVALID:
             return
+        Y0 = np.int64(fxy[a, 1])
+        Y1 = np.int64(fxy[b, 1])
+        Y2 = np.int64(fxy[c, 1])
+        # Back faces and degenerate triangles (raster_fixed's own test) rejected before the
+        # call: about half of a closed mesh, and the call passes 18 arguments.
+        area = (X1 - X0) * (Y2 - Y0) - (Y1 - Y0) * (X2 - X0)
+        if area == 0 or (area > 0 and not double_sided):
+            return
         raster_fixed(
-            np.int64(X0), np.int64(fxy[a, 1]), fz[a], np.int64(X1), np.int64(fxy[b, 1]),
-            fz[b], np.int64(X2), np.int64(fxy[c, 1]), fz[c],
+            X0, Y0, fz[a], X1, Y1, fz[b], X2, Y2, fz[c],
             tid, double_sided, blend, y_lo, y_hi, lw, lbase, vis_opaque, vis_blend,
         )  # fmt: skip
 

@@ -433,7 +433,9 @@ def make_shade_math(jit) -> SimpleNamespace:
         ny = 1.0 - (y + 0.5) * sy
         cr, cg, cb, _, kept = shade_fragment(so, nx, ny, False, texs[0], light)
         ca = 1.0 if kept else 0.0
-        tbl = tri_of(vis_blend[i])
+        word = vis_blend[i]
+        # equal words: vis_blend is vis_opaque (no blend layer; kernels/__init__.py)
+        tbl = tri_of(word) if word != vis_opaque[i] else -1
         if tbl >= 0:
             sb = tri_setup(tbl, geo, mats, texs, ses)
             br, bg, bb, ba, kept = shade_fragment(sb, nx, ny, False, texs[0], light)

@@ -112,4 +112,5 @@ class MeshPool:
         self.mat_shade_color = cat([m.shade_color for m in mats], (0, 3), np.float32)
         self.mat_toony = cat([m.shading_toony for m in mats], (0,), np.float32)
         self.mat_shift = cat([m.shading_shift for m in mats], (0,), np.float32)
+        self.has_blend = bool((self.mat_alpha_mode != 0).any())
         self.version += 1

@@ -189,7 +189,7 @@ class Renderer:
             pooled.pose.palette(
                 head[order[start:stop]], eyes[order[start:stop]], out=rows.palette[start:stop]
             )
-        scratch = self._scratch.ensure(rows, n)
+        scratch = self._scratch.ensure(rows, self.pool.has_blend)
         if self._device is None:
             self._launch(
                 CPU_KERNELS, self.pool, rows, scratch, self._ov,
@@ -434,12 +434,24 @@ class _Scratch:
         self.vis_blend = np.zeros(0, np.uint64)
         self.rgba = np.zeros((0, 4), np.uint8)
 
-    def ensure(self, rows: _Rows, n: int) -> _Scratch:
+    def ensure(self, rows: _Rows, blend: bool) -> _Scratch:
+        """Buffers for this tick; without MASK/BLEND materials the blend layer is the opaque
+        one (kernels/__init__.py), which saves its memory and its clearing."""
         v, px = max(rows.total_vertices, 1), max(rows.total_pixels, 1)
         self.clip, self.wnrm = grow(self.clip, v), grow(self.wnrm, v)
-        self.vis_opaque, self.vis_blend = grow(self.vis_opaque, px), grow(self.vis_blend, px)
+        self.vis_opaque = grow(self.vis_opaque, px)
+        if not blend:
+            self.vis_blend = self.vis_opaque
+        elif self.vis_blend is self.vis_opaque:
+            self.vis_blend = np.zeros(px, np.uint64)
+        else:
+            self.vis_blend = grow(self.vis_blend, px)
         self.rgba = grow(self.rgba, px)
         return self
+
+    @property
+    def shared_blend(self) -> bool:
+        return self.vis_blend is self.vis_opaque
 
 
 class _DeviceMirror:
@@ -506,7 +518,12 @@ class _DeviceMirror:
         if "frames" not in self.arrays or self.arrays["frames"].shape != frames.shape:
             self._put("frames", frames)
         device_rows = _mirror(self._put, "row.", rows, self.ROW_FIELDS)
-        device_scratch = _mirror(self._scratch, "scratch.", scratch, SCRATCH_FIELDS)
+        shared = scratch.shared_blend
+        fields = [f for f in SCRATCH_FIELDS if not (shared and f == "vis_blend")]
+        device_scratch = _mirror(self._scratch, "scratch.", scratch, fields)
+        if shared:
+            self.arrays.pop("scratch.vis_blend", None)
+            device_scratch.vis_blend = device_scratch.vis_opaque
         r._launch(
             CUDA_KERNELS, self.pool, device_rows, device_scratch, self.overlays,
             self.arrays["backgrounds"], self.arrays["frames"], n,

@@ -15,7 +15,9 @@ from avatarfarm.render.vocabulary import INDEX, VOCABULARY
 K = len(VOCABULARY)
 
 
-def sphere_avatar(radius: float = 0.12, color=(0.8, 0.5, 0.4, 1.0), name: str = "ball"):
+def sphere_avatar(
+    radius: float = 0.12, color=(0.8, 0.5, 0.4, 1.0), name: str = "ball", **material: object
+):
     """A head-sized ball with a `jawOpen` target that pushes its lower half forward."""
     lat, lon = np.meshgrid(np.linspace(0, np.pi, 17), np.linspace(0, 2 * np.pi, 25), indexing="ij")
     pos = np.stack(
@@ -32,7 +34,7 @@ def sphere_avatar(radius: float = 0.12, color=(0.8, 0.5, 0.4, 1.0), name: str = 
     lower = pos[:, 1] < 1.5 - 0.3 * radius
     delta[lower, 2] = 0.05
     b = GltfBuilder()
-    mat = b.add_material(base_color=color)
+    mat = b.add_material(base_color=color, **material)
     prim = b.primitive(
         pos.astype(np.float32), tris, targets=[{"POSITION": delta.astype(np.float32)}], material=mat
     )
@@ -128,6 +130,25 @@ def test_batch_of_mixed_sizes_and_avatars_equals_one_by_one(ball):
         slot = alone.open(a, w, h, s)
         alone.render(np.array([slot]), e[i : i + 1], head[i : i + 1], np.zeros((1, 4), np.float32))
         np.testing.assert_array_equal(batched.frame(slots[i]), alone.frame(slot))
+
+
+def test_blend_layer_appears_when_a_translucent_avatar_joins(ball):
+    """Opaque-only pools share one visibility buffer for both layers; a BLEND avatar joining
+    later gets a real blend layer, and every frame still equals its session rendered alone."""
+    glass = sphere_avatar(radius=0.1, color=(0.2, 0.6, 0.9, 0.5), name="glass", alphaMode="BLEND")
+    r = Renderer("cpu")
+    first = r.open(ball, 160, 96, Scene(framing="head"))
+    render_one(r, first)
+    assert r._scratch.shared_blend
+    second = r.open(glass, 160, 96, Scene(framing="head"))
+    r.render(np.array([first, second]), *pose(2))
+    assert not r._scratch.shared_blend
+    for avatar, slot in ((ball, first), (glass, second)):
+        alone = Renderer("cpu")
+        expected = render_one(alone, alone.open(avatar, 160, 96, Scene(framing="head")))
+        np.testing.assert_array_equal(r.frame(slot), expected)
+    _, uv = nv12_planes(r.frame(second), 160, 96)
+    assert np.ptp(uv) > 10  # the translucent ball is drawn, not dropped
 
 
 def test_partial_redraw_leaves_no_stale_pixels(ball):
