@@ -6,7 +6,10 @@ without being covered here.
 
 from __future__ import annotations
 
+import io
+
 import pytest
+from PIL import Image
 from server_process import TENANT_KEYS, shared_server
 
 SMALL = {"width": 160, "height": 120, "fps": 24, "encoder": "none"}
@@ -18,6 +21,10 @@ ROUTES = [
     ("POST", "/v1/avatars", False),
     ("GET", "/v1/avatars/{avatar_id}", True),
     ("DELETE", "/v1/avatars/{avatar_id}", True),
+    ("GET", "/v1/media", False),
+    ("POST", "/v1/media", False),
+    ("GET", "/v1/media/{media_id}", True),
+    ("DELETE", "/v1/media/{media_id}", True),
     ("GET", "/v1/sessions", False),
     ("POST", "/v1/sessions", False),
     ("GET", "/v1/sessions/{session_id}", True),
@@ -52,14 +59,18 @@ def server():
 
 @pytest.fixture(scope="module")
 def owned(server):
-    """A session and an avatar of tenant t1, for t2 to try to reach."""
+    """A session, an avatar and a media file of tenant t1, for t2 to try to reach."""
     with server.client(TENANT_KEYS["t1"]) as t1:
         s = t1.post("/v1/sessions", json={"video": {**SMALL, "encoder": "x264",
                                                     "bitrate_kbps": 300}}).json()  # fmt: skip
         out = t1.post(f"/v1/sessions/{s['id']}/outputs", json={"url": "hls:"}).json()
+        image = io.BytesIO()
+        Image.new("RGB", (8, 8), (1, 2, 3)).save(image, format="PNG")
+        media = t1.post("/v1/media", content=image.getvalue()).json()
         yield {"session_id": s["id"], "output_id": out["id"], "avatar_id": AVATAR,
-               "name": "index.m3u8", "driver_id": "d1"}  # fmt: skip
+               "name": "index.m3u8", "driver_id": "d1", "media_id": media["id"]}  # fmt: skip
         t1.delete(f"/v1/sessions/{s['id']}")
+        t1.delete(f"/v1/media/{media['id']}")
 
 
 def _path(template: str, values: dict[str, str]) -> str:

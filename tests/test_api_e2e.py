@@ -263,6 +263,72 @@ def test_avatar_upload_limits_and_validation(server, t1):
     assert head.startswith(b"HTTP/1.1 413")
 
 
+def png(color: tuple[int, int, int], size: tuple[int, int] = (64, 48)) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", size, color).save(out, format="PNG")
+    return out.getvalue()
+
+
+def short_video(seconds: float = 1.0) -> bytes:
+    """A real H.264 MP4 (what a tenant would upload as a looping background)."""
+    import av
+
+    out = io.BytesIO()
+    with av.open(out, "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=12)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(int(seconds * 12)):
+            rgb = np.full((48, 64, 3), (20 * i) % 256, np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
+        container.mux(stream.encode(None))
+    return out.getvalue()
+
+
+def test_media_upload_use_isolation_and_delete(t1, t2):
+    res = t1.post("/v1/media", content=png((250, 10, 10)), headers={"content-type": "image/png"})
+    assert res.status_code == 201, res.text
+    media = res.json()
+    assert (media["kind"], media["width"], media["height"]) == ("image", 64, 48)
+    assert t1.get(f"/v1/media/{media['id']}").json() == media
+    assert media["id"] in [m["id"] for m in t1.get("/v1/media").json()]
+    assert t2.get(f"/v1/media/{media['id']}").status_code == 404
+    assert media["id"] not in [m["id"] for m in t2.get("/v1/media").json()]
+    # another tenant cannot use it: the reference is unknown to them
+    res = t2.post("/v1/sessions", json={"scene": {"background": f"media:{media['id']}"},
+                                        "video": SMALL})  # fmt: skip
+    assert res.status_code == 422 and res.json()["error"]["field"] == "scene.background"
+    s = create(t1, scene={"background": f"media:{media['id']}", "framing": "head"})
+    try:
+        wait_state(t1, s["id"], "live")
+        frame = snapshot(t1, s["id"])
+        corner = frame[:20, :20].reshape(-1, 3).mean(axis=0)
+        assert corner[0] > 200 and corner[1] < 60  # the uploaded red image is the background
+        res = t1.delete(f"/v1/media/{media['id']}")
+        assert res.status_code == 409 and res.json()["error"]["code"] == "in_use"
+    finally:
+        t1.delete(f"/v1/sessions/{s['id']}")
+    assert t1.delete(f"/v1/media/{media['id']}").status_code == 204
+    assert t1.get(f"/v1/media/{media['id']}").status_code == 404
+
+
+def test_media_upload_video_and_bad_files(t1):
+    res = t1.post("/v1/media", content=short_video(), headers={"content-type": "video/mp4"})
+    assert res.status_code == 201, res.text
+    video = res.json()
+    assert (video["kind"], video["width"], video["height"]) == ("video", 64, 48)
+    s = create(t1, scene={"background": f"media:{video['id']}"})
+    try:
+        wait_state(t1, s["id"], "live")
+    finally:
+        t1.delete(f"/v1/sessions/{s['id']}")
+    assert t1.delete(f"/v1/media/{video['id']}").status_code == 204
+    bad = t1.post("/v1/media", content=b"neither an image nor a video")
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_media"
+    assert "/" not in bad.json()["error"]["message"]  # no server paths in errors
+    assert t1.post("/v1/media", content=b"").status_code == 422
+    assert t1.get("/v1/media/..%2F..%2Favatars").status_code == 404
+
+
 def test_json_bodies_are_bounded(server, t1):
     big = b'{"video": {"width": 160, "height": 120}, "pad": "' + b"x" * (2 << 20) + b'"}'
     res = t1.post("/v1/sessions", content=big, headers={"content-type": "application/json"})

@@ -21,10 +21,23 @@ from ..config import Settings
 from ..engine import Engine
 from ..metrics import build_registry
 from ..sessions import SessionTable
-from . import admin, avatars, console, drive, drivers, errors, media, outputs, pose, sessions
+from . import (
+    admin,
+    avatars,
+    console,
+    drive,
+    drivers,
+    errors,
+    media,
+    media_uploads,
+    outputs,
+    pose,
+    sessions,
+)
 from .avatar_store import AvatarStore
 from .deps import ServerState
 from .limits import BodyLimit
+from .media_store import MediaStore
 
 log = logging.getLogger(__name__)
 FALLBACK_FRAME_COST_S = 0.05  # used when the probe is off and no cost is configured
@@ -61,8 +74,9 @@ def create_app(
         pose_slots=settings.max_sessions,
         on_tick=refine,
     )
+    uploads = MediaStore(settings.data_dir / "media", settings.max_upload_bytes)
     state = ServerState(
-        settings, keys, engine, table, cost, store, build_registry(engine, table, cost)
+        settings, keys, engine, table, cost, store, uploads, build_registry(engine, table, cost)
     )
 
     @asynccontextmanager
@@ -97,7 +111,8 @@ def create_app(
     app.state.previews = [0]
     errors.install(app)
     app.add_middleware(BodyLimit)
-    for module in (admin, avatars, sessions, outputs, pose, drive, drivers, media, console):
+    for module in (admin, avatars, media_uploads, sessions, outputs, pose, drive, drivers, media,
+                   console):  # fmt: skip
         app.include_router(module.router)
     return app
 

@@ -7,11 +7,9 @@ kept in a small cache because sessions of one avatar share its renderer pool ent
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
-import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator
@@ -23,6 +21,7 @@ from avatarfarm.render.avatars import load
 from avatarfarm.render.gltf import AssetLimits, load_avatar
 
 from .errors import ApiError
+from .uploads import spool, tenant_folder
 
 _ID = re.compile(r"^[0-9a-f]{64}$")
 CACHE_SIZE = 16
@@ -37,31 +36,11 @@ class AvatarStore:
         self._lock = threading.Lock()
 
     def _dir(self, tenant: str) -> Path:
-        safe = hashlib.sha256(tenant.encode()).hexdigest()[:24]  # tenant names never in paths
-        return self.root / safe
+        return tenant_folder(self.root, tenant)
 
     async def receive(self, tenant: str, chunks: AsyncIterator[bytes], declared: int | None):
         """Spool an upload to disk, counting bytes; 413 as soon as it passes the limit."""
-        if declared is not None and declared > self.max_bytes:
-            raise ApiError(413, f"avatar larger than {self.max_bytes} bytes", "body")
-        folder = self._dir(tenant)
-        folder.mkdir(parents=True, exist_ok=True)
-        digest, size = hashlib.sha256(), 0
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                async for chunk in chunks:
-                    size += len(chunk)
-                    if size > self.max_bytes:
-                        raise ApiError(413, f"avatar larger than {self.max_bytes} bytes", "body")
-                    digest.update(chunk)
-                    out.write(chunk)
-            if size == 0:
-                raise ApiError(422, "empty upload: send the .glb/.vrm file as the body", "body")
-            return Path(tmp), digest.hexdigest(), size
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        return await spool(self._dir(tenant), chunks, declared, self.max_bytes, "avatar")
 
     def commit(self, tenant: str, tmp: Path, avatar_id: str, size: int) -> dict[str, Any]:
         """Validate the spooled file (blocking: run in a worker thread) and keep it."""

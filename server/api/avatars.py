@@ -8,6 +8,7 @@ from starlette.concurrency import run_in_threadpool
 from .deps import Caller, State
 from .errors import ApiError
 from .models import ERRORS, AvatarOut
+from .uploads import declared_length
 
 router = APIRouter(prefix="/v1/avatars", tags=["avatars"], responses=ERRORS)
 
@@ -26,11 +27,7 @@ UPLOAD_BODY = {
 @router.post("", status_code=201, response_model=AvatarOut, openapi_extra=UPLOAD_BODY)
 async def upload_avatar(request: Request, state: State, who: Caller) -> dict:
     """Content-addressed: the id is the file's sha256, so uploading twice is harmless."""
-    declared = request.headers.get("content-length")
-    try:
-        size_hint = int(declared) if declared is not None else None
-    except ValueError:
-        raise ApiError(400, "Content-Length must be a number", "Content-Length") from None
+    size_hint = declared_length(request.headers.get("content-length"))
     store = state.avatars
     tmp, avatar_id, size = await store.receive(who.tenant, request.stream(), size_hint)
     return await run_in_threadpool(store.commit, who.tenant, tmp, avatar_id, size)

@@ -15,6 +15,7 @@ from ..engine import Engine
 from ..sessions import Session, SessionTable
 from .avatar_store import AvatarStore
 from .errors import ApiError
+from .media_store import MediaStore
 
 
 @dataclass
@@ -25,6 +26,7 @@ class ServerState:
     table: SessionTable
     cost: CostModel
     avatars: AvatarStore
+    media: MediaStore
     registry: Any  # prometheus CollectorRegistry
     draining: bool = False
 

@@ -6,6 +6,7 @@ Request models turn into the plain dataclasses the engine and renderer use (`to_
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +20,9 @@ from ..sessions import STANDBY_TEXT, DriverSpec, SessionSpec, StandbySpec, Video
 MAX_PIXELS = 3840 * 2160
 Corner = Literal["top-left", "top-right", "bottom-left", "bottom-right"]
 Framing = Literal["head", "bust", "full"]
+MediaLookup = Callable[[str], Path | None]
+"""`media:<name>` -> the file, or None when the caller has no media of that name."""
+MEDIA_OR_COLOR = r"^(#[0-9a-fA-F]{6}|media:[A-Za-z0-9._-]{1,100})$"
 assert set(CORNERS) == set(Corner.__args__) and set(FRAMINGS) == set(Framing.__args__)  # type: ignore[attr-defined]
 COLOR = r"^#[0-9a-fA-F]{6}$"
 
@@ -53,7 +57,8 @@ class PlacementIn(Strict):
 
 
 class OverlayIn(Strict):
-    """A text overlay, or an image from the server's media folder (`media:<name>`)."""
+    """A text overlay, or an image: `media:<id>` (uploaded to /v1/media) or `media:<name>`
+    (the operator's media folder)."""
 
     text: str | None = Field(None, min_length=1, max_length=200)
     image: str | None = Field(None, pattern=r"^media:[A-Za-z0-9._-]{1,100}$")
@@ -79,18 +84,19 @@ class LabelIn(Strict):
 
 
 class SceneIn(Strict):
-    """`background`: a #rrggbb colour, or `media:<name>` (an image or short video)."""
+    """`background`: a #rrggbb colour, or `media:<id>` (an upload to /v1/media) or
+    `media:<name>` (the operator's media folder): an image or a short video."""
 
-    background: str = Field("#203040", pattern=r"^(#[0-9a-fA-F]{6}|media:[A-Za-z0-9._-]{1,100})$")
+    background: str = Field("#203040", pattern=MEDIA_OR_COLOR)
     background_fit: Literal["fill", "fit"] = "fill"
     framing: Framing = "bust"
     placement: PlacementIn = Field(default_factory=PlacementIn)
     overlays: list[OverlayIn] = Field(default_factory=list, max_length=16)
     label: LabelIn = Field(default_factory=LabelIn)
 
-    def to_scene(self, media_dir: Path | None) -> Scene:
+    def to_scene(self, media: MediaLookup) -> Scene:
         return Scene(
-            background=_media(self.background, media_dir, "scene.background"),
+            background=_media(self.background, media, "scene.background"),
             background_fit=self.background_fit,
             framing=self.framing,
             placement=Placement(**self.placement.model_dump()),
@@ -98,7 +104,7 @@ class SceneIn(Strict):
                 Overlay(
                     image=None
                     if o.image is None
-                    else _media(o.image, media_dir, f"scene.overlays[{i}].image"),
+                    else _media(o.image, media, f"scene.overlays[{i}].image"),
                     text=o.text,
                     x=o.x,
                     y=o.y,
@@ -120,17 +126,14 @@ class MediaError(ValueError):
         self.field = field
 
 
-def _media(value: str, media_dir: Path | None, field: str) -> str:
-    """`media:<name>` -> a file inside the media folder; colours pass through."""
+def _media(value: str, media: MediaLookup, field: str) -> str:
+    """`media:<name>` -> the caller's uploaded media or the operator's file; colours pass."""
     if not value.startswith("media:"):
         return value
     name = value.split(":", 1)[1]
-    if media_dir is None:
-        raise MediaError("this server has no media folder configured", field)
-    root = Path(media_dir).resolve()
-    path = (root / name).resolve()
-    if not path.is_relative_to(root) or not path.is_file():
-        raise MediaError(f"no media named {name}", field)
+    path = media(name)
+    if path is None:
+        raise MediaError(f"no media named {name} (upload it to /v1/media)", field)
     return str(path)
 
 
@@ -141,7 +144,7 @@ class OutputIn(Strict):
 class StandbyIn(Strict):
     """The standby scene: a #rrggbb colour or `media:<name>` image, and a line of text."""
 
-    background: str = Field("#14181f", pattern=r"^(#[0-9a-fA-F]{6}|media:[A-Za-z0-9._-]{1,100})$")
+    background: str = Field("#14181f", pattern=MEDIA_OR_COLOR)
     text: str = Field(STANDBY_TEXT, min_length=1, max_length=120)
 
 
@@ -154,8 +157,8 @@ class DriverIn(Strict):
     smoothing: Literal["one_euro", "spring", "none"] = "one_euro"
     standby: StandbyIn = Field(default_factory=StandbyIn)
 
-    def to_spec(self, media_dir: Path | None) -> DriverSpec:
-        background = _media(self.standby.background, media_dir, "driver.standby.background")
+    def to_spec(self, media: MediaLookup) -> DriverSpec:
+        background = _media(self.standby.background, media, "driver.standby.background")
         return DriverSpec(
             idle=self.idle,
             operator_required=self.operator_required,
@@ -172,13 +175,13 @@ class SessionCreate(Strict):
     outputs: list[OutputIn] = Field(default_factory=list, max_length=8)
     driver: DriverIn = Field(default_factory=DriverIn)
 
-    def to_spec(self, media_dir: Path | None) -> SessionSpec:
+    def to_spec(self, media: MediaLookup) -> SessionSpec:
         return SessionSpec(
             avatar=self.avatar,
             video=VideoSpec(**self.video.model_dump()),
-            scene=self.scene.to_scene(media_dir),
+            scene=self.scene.to_scene(media),
             outputs=tuple(o.url for o in self.outputs),
-            driver=self.driver.to_spec(media_dir),
+            driver=self.driver.to_spec(media),
         )
 
 
@@ -242,6 +245,14 @@ class AvatarOut(BaseModel):
     id: str
     size_bytes: int
     summary: dict[str, Any]
+
+
+class MediaOut(BaseModel):
+    id: str
+    kind: Literal["image", "video"]
+    size_bytes: int
+    width: int
+    height: int
 
 
 class CapacityOut(BaseModel):

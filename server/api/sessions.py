@@ -67,7 +67,7 @@ async def patch_session(session_id: str, body: SessionPatch, state: State, who: 
             spec, video=dataclasses.replace(spec.video, bitrate_kbps=body.bitrate_kbps)
         )
     if body.scene is not None:
-        scene = body.scene.to_scene(state.settings.media_dir)
+        scene = body.scene.to_scene(state.media.lookup(session.tenant, state.settings.media_dir))
         _check_label(state, scene.label.enabled)
         scene.validate()
         # compiling a scene decodes images/videos: a worker thread, not the event loop
@@ -109,7 +109,7 @@ async def start_session(
             raise
     if body.outputs and body.video.encoder == "none":
         raise ApiError(422, "outputs need an encoder (encoder is none)", "outputs")
-    spec = body.to_spec(state.settings.media_dir)
+    spec = body.to_spec(state.media.lookup(who.tenant, state.settings.media_dir))
     _check_label(state, spec.scene.label.enabled)
     spec.scene.validate()
     _admit(state, body)
