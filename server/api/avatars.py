@@ -8,20 +8,14 @@ from starlette.concurrency import run_in_threadpool
 from .deps import Caller, State
 from .errors import ApiError
 from .models import ERRORS, AvatarOut
-from .uploads import declared_length
+from .uploads import binary_body, declared_length
 
 router = APIRouter(prefix="/v1/avatars", tags=["avatars"], responses=ERRORS)
 
-UPLOAD_BODY = {
-    "requestBody": {
-        "required": True,
-        "description": "The .glb or .vrm file itself (glTF JSON with embedded data also works)",
-        "content": {
-            "model/gltf-binary": {"schema": {"type": "string", "format": "binary"}},
-            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-        },
-    }
-}
+UPLOAD_BODY = binary_body(
+    "The .glb or .vrm file itself (glTF JSON with embedded data also works)",
+    "model/gltf-binary",
+)
 
 
 @router.post("", status_code=201, response_model=AvatarOut, openapi_extra=UPLOAD_BODY)

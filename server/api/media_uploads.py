@@ -8,21 +8,13 @@ from starlette.concurrency import run_in_threadpool
 from .deps import Caller, State
 from .errors import ApiError
 from .models import ERRORS, MediaOut
-from .uploads import declared_length
+from .uploads import binary_body, declared_length
 
 router = APIRouter(prefix="/v1/media", tags=["media"], responses=ERRORS)
 
-UPLOAD_BODY = {
-    "requestBody": {
-        "required": True,
-        "description": "An image (PNG, JPEG, WebP, ...) or a short video (MP4, WebM, ...)",
-        "content": {
-            "image/*": {"schema": {"type": "string", "format": "binary"}},
-            "video/*": {"schema": {"type": "string", "format": "binary"}},
-            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-        },
-    }
-}
+UPLOAD_BODY = binary_body(
+    "An image (PNG, JPEG, WebP, ...) or a short video (MP4, WebM, ...)", "image/*", "video/*"
+)
 
 
 @router.post("", status_code=201, response_model=MediaOut, openapi_extra=UPLOAD_BODY)

@@ -42,6 +42,13 @@ async def spool(
         raise
 
 
+def binary_body(description: str, *media_types: str) -> dict:
+    """OpenAPI for a route whose body is a file's raw bytes (not JSON)."""
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    content = {t: binary for t in (*media_types, "application/octet-stream")}
+    return {"requestBody": {"required": True, "description": description, "content": content}}
+
+
 def declared_length(header: str | None) -> int | None:
     try:
         return int(header) if header is not None else None
