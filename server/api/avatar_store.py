@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator
@@ -21,9 +20,8 @@ from avatarfarm.render.avatars import load
 from avatarfarm.render.gltf import AssetLimits, load_avatar
 
 from .errors import ApiError
-from .uploads import spool, tenant_folder
+from .uploads import CONTENT_ID, records, spool, tenant_folder
 
-_ID = re.compile(r"^[0-9a-f]{64}$")
 CACHE_SIZE = 16
 
 
@@ -63,10 +61,7 @@ class AvatarStore:
         return json.loads(path.read_text())
 
     def list(self, tenant: str) -> list[dict[str, Any]]:
-        folder = self._dir(tenant)
-        if not folder.is_dir():
-            return []
-        return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+        return records(self._dir(tenant))
 
     def delete(self, tenant: str, avatar_id: str) -> None:
         self._path(tenant, avatar_id, ".json").unlink(missing_ok=True)
@@ -94,7 +89,7 @@ class AvatarStore:
 
     def _path(self, tenant: str, avatar_id: str, suffix: str, check: bool = True) -> Path:
         path = self._dir(tenant) / f"{avatar_id}{suffix}"
-        if not _ID.match(avatar_id) or (check and not path.is_file()):
+        if not CONTENT_ID.match(avatar_id) or (check and not path.is_file()):
             raise ApiError(404, f"no avatar {avatar_id}", "id")
         return path
 

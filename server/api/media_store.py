@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -22,9 +21,8 @@ from avatarfarm.render import layers
 
 from .errors import ApiError
 from .models import MediaLookup
-from .uploads import spool, tenant_folder
+from .uploads import CONTENT_ID, records, spool, tenant_folder
 
-_ID = re.compile(r"^[0-9a-f]{64}$")
 SUFFIXES = {"image": ".image", "video": ".mp4"}  # scenes pick the video loader by suffix
 PROBE_SIZE = (64, 36)
 
@@ -56,10 +54,7 @@ class MediaStore:
         return json.loads(self._record(tenant, media_id).read_text())
 
     def list(self, tenant: str) -> list[dict[str, Any]]:
-        folder = tenant_folder(self.root, tenant)
-        if not folder.is_dir():
-            return []
-        return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+        return records(tenant_folder(self.root, tenant))
 
     def delete(self, tenant: str, media_id: str) -> None:
         self._record(tenant, media_id).unlink(missing_ok=True)
@@ -68,7 +63,7 @@ class MediaStore:
             path.unlink(missing_ok=True)
 
     def file(self, tenant: str, media_id: str) -> Path | None:
-        if not _ID.match(media_id):
+        if not CONTENT_ID.match(media_id):
             return None
         folder = tenant_folder(self.root, tenant)
         for suffix in SUFFIXES.values():
@@ -92,7 +87,7 @@ class MediaStore:
 
     def _record(self, tenant: str, media_id: str) -> Path:
         path = tenant_folder(self.root, tenant) / f"{media_id}.json"
-        if not _ID.match(media_id) or not path.is_file():
+        if not CONTENT_ID.match(media_id) or not path.is_file():
             raise ApiError(404, f"no media {media_id}", "id")
         return path
 

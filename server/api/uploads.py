@@ -4,12 +4,25 @@ limit (a declared Content-Length over it is refused before the body is read)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from .errors import ApiError
+
+CONTENT_ID = re.compile(r"^[0-9a-f]{64}$")
+"""An upload's id: the sha256 of its bytes, in hex."""
+
+
+def records(folder: Path) -> list[dict[str, Any]]:
+    """The JSON records kept next to a tenant's uploads, in id order."""
+    if not folder.is_dir():
+        return []
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
 
 
 def tenant_folder(root: Path, tenant: str) -> Path:
