@@ -28,6 +28,11 @@ Backend = Literal["cpu", "cuda"]
 cpu_device = numba.njit(inline="always", cache=True, nogil=True, fastmath=False)
 """Decorator for shared math compiled into CPU kernels."""
 
+cpu_rare = numba.njit(cache=True, nogil=True, error_model="numpy", _nrt=False)
+"""Decorator for shared math that a CPU kernel's hot loop calls only rarely (silhouette
+pixels, say): a real call keeps its code out of the loop, where inlined it costs the
+common path registers (measured: 0.4 of 2.6 ms per avatar-frame in shade)."""
+
 cpu_kernel = functools.partial(numba.njit, parallel=True, nogil=True, cache=True)
 """Decorator factory for CPU launchers: `@cpu_kernel()`."""
 

@@ -69,7 +69,7 @@ from types import SimpleNamespace
 import numpy as np
 from numba import prange
 
-from .backend import cpu_device, cpu_kernel, cuda_device, cuda_module
+from .backend import cpu_device, cpu_kernel, cpu_rare, cuda_device, cuda_module
 from .color import make_color_math
 
 EMPTY = np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -201,8 +201,11 @@ def make_shade_math(jit) -> SimpleNamespace:
         e1 = a1 * nx + b1 * ny + c1
         e2 = a2 * nx + b2 * ny + c2
         total = e0 + e1 + e2
-        if total == 0.0:
-            return 1.0 / 3.0, 1.0 / 3.0, 1.0 / 3.0, 1.0
+        if total == 0.0:  # (one return: an early one here cost the CPU loop 1 ms/af)
+            e0 = 1.0 / 3.0
+            e1 = 1.0 / 3.0
+            e2 = 1.0 / 3.0
+            total = 1.0
         return e0, e1, e2, total
 
     @jit
@@ -422,15 +425,10 @@ def make_shade_math(jit) -> SimpleNamespace:
             rgba[i, 3] = int(alpha * 255.0 + 0.5)
 
     @jit
-    def shade_covered(
-        x, y, lw, lh, sx, sy, so, geo, mats, texs, ses, light, vis_opaque, vis_blend, rgba,
-    ):  # fmt: skip
-        """A pixel with an opaque triangle (set up in `so`), sx = 2 / lw, sy = 2 / lh: the
-        opaque fragment, the blend fragment over it, silhouette coverage."""
-        lbase = ses[3]
-        i = lbase + y * lw + x
-        nx = (x + 0.5) * sx - 1.0
-        ny = 1.0 - (y + 0.5) * sy
+    def covered_colour(i, nx, ny, so, geo, mats, texs, ses, light, vis_opaque, vis_blend):
+        """Straight linear (r, g, b, alpha) at layer pixel i, NDC (nx, ny), whose opaque
+        triangle is set up in `so`: its fragment with the blend fragment over it. The
+        silhouette coverage is the caller's (it knows the neighbours cheapest)."""
         cr, cg, cb, _, kept = shade_fragment(so, nx, ny, False, texs[0], light)
         ca = 1.0 if kept else 0.0
         word = vis_blend[i]
@@ -444,12 +442,7 @@ def make_shade_math(jit) -> SimpleNamespace:
                 cr = br * ba + cr * keep
                 cg = bg * ba + cg * keep
                 cb = bb * ba + cb * keep
-        cov = 1.0
-        if has_empty_neighbour(x, y, i, lw, lh, vis_opaque, vis_blend):
-            cov = silhouette_coverage(
-                so, x, y, lw, lh, nx, ny, sx, sy, lbase, vis_opaque, vis_blend
-            )
-        store(rgba, i, cr, cg, cb, ca * cov)
+        return cr, cg, cb, ca
 
     @jit
     def shade_uncovered(
@@ -522,13 +515,21 @@ def make_shade_math(jit) -> SimpleNamespace:
     def shade_pixel(x, y, lw, lh, sx, sy, geo, mats, texs, ses, light, vis_opaque, vis_blend,
                     rgba):  # fmt: skip
         """Resolve one layer pixel into rgba (premultiplied, sRGB-encoded)."""
-        to = tri_of(vis_opaque[ses[3] + y * lw + x])
+        lbase = ses[3]
+        i = lbase + y * lw + x
+        to = tri_of(vis_opaque[i])
         if to >= 0:
             so = tri_setup(to, geo, mats, texs, ses)
-            shade_covered(
-                x, y, lw, lh, sx, sy, so, geo, mats, texs, ses, light, vis_opaque, vis_blend,
-                rgba,
-            )  # fmt: skip
+            nx = (x + 0.5) * sx - 1.0
+            ny = 1.0 - (y + 0.5) * sy
+            cr, cg, cb, ca = covered_colour(
+                i, nx, ny, so, geo, mats, texs, ses, light, vis_opaque, vis_blend
+            )
+            if has_empty_neighbour(x, y, i, lw, lh, vis_opaque, vis_blend):
+                ca *= silhouette_coverage(
+                    so, x, y, lw, lh, nx, ny, sx, sy, lbase, vis_opaque, vis_blend
+                )
+            store(rgba, i, cr, cg, cb, ca)
         else:
             shade_uncovered(
                 x, y, lw, lh, sx, sy, geo, mats, texs, ses, light, vis_opaque, vis_blend, rgba
@@ -567,7 +568,11 @@ def make_shade_math(jit) -> SimpleNamespace:
         weights=weights,
         sample_bilinear=sample_bilinear,
         shade_fragment=shade_fragment,
-        shade_covered=shade_covered,
+        covered_colour=covered_colour,
+        silhouette_coverage=silhouette_coverage,
+        has_empty_neighbour=has_empty_neighbour,
+        is_empty=is_empty,
+        store=store,
         shade_uncovered=shade_uncovered,
         shade_pixel=shade_pixel,
         row_extent=row_extent,
@@ -578,10 +583,15 @@ def make_shade_math(jit) -> SimpleNamespace:
 _cpu = make_shade_math(cpu_device)
 _tri_of = _cpu.tri_of
 _tri_setup = _cpu.tri_setup
-_shade_covered = _cpu.shade_covered
-_shade_uncovered = _cpu.shade_uncovered
+_covered_colour = _cpu.covered_colour
+_has_empty_neighbour = _cpu.has_empty_neighbour
+_is_empty = _cpu.is_empty
+_store = _cpu.store
 _row_extent = _cpu.row_extent
 _session_light = _cpu.session_light
+# the rare paths (edge pixels: ~1 % of a layer's pixels) are real calls, see cpu_rare
+_silhouette_coverage = cpu_rare(_cpu.silhouette_coverage.py_func)
+_shade_uncovered = cpu_rare(_cpu.shade_uncovered.py_func)
 
 
 CPU_BAND_ROWS = 8
@@ -598,9 +608,82 @@ def _clear_rgba(rgba, i0, i1):
 
 
 @cpu_device
+def _run_end(vis_opaque, row, x, x1):
+    """End of the run [x, end) of pixels whose opaque word names pixel x's triangle (or,
+    for an empty pixel x, that are empty too: the empty word's low half is all ones, which
+    no triangle id reaches)."""
+    tri = vis_opaque[row + x] & LOW32
+    end = x + 1
+    while end < x1 and (vis_opaque[row + end] & LOW32) == tri:
+        end += 1
+    return end
+
+
+@cpu_device
+def _shade_covered_run(
+    x, end, y, lw, lh, sx, sy, so, geo, mats, texs, ses, light, vis_opaque, vis_blend, rgba,
+):  # fmt: skip
+    """Pixels [x, end) of row y, all of the opaque triangle set up in `so`. Inner pixels
+    have that triangle left and right, so only up and down can be empty space."""
+    lbase = ses[3]
+    row = lbase + y * lw
+    up = row - lw if y > 0 else row
+    down = row + lw if y + 1 < lh else row
+    ny = 1.0 - (y + 0.5) * sy
+    for px in range(x, end):
+        i = row + px
+        nx = (px + 0.5) * sx - 1.0
+        cr, cg, cb, ca = _covered_colour(
+            i, nx, ny, so, geo, mats, texs, ses, light, vis_opaque, vis_blend
+        )
+        if px == x or px == end - 1:
+            near = _has_empty_neighbour(px, y, i, lw, lh, vis_opaque, vis_blend)
+        else:
+            near = _is_empty(vis_opaque, vis_blend, up + px) or _is_empty(
+                vis_opaque, vis_blend, down + px
+            )
+        if near:
+            ca *= _silhouette_coverage(
+                so, px, y, lw, lh, nx, ny, sx, sy, lbase, vis_opaque, vis_blend
+            )
+        _store(rgba, i, cr, cg, cb, ca)
+
+
+@cpu_device
+def _shade_uncovered_run(
+    x, end, y, lw, lh, sx, sy, geo, mats, texs, ses, light, vis_opaque, vis_blend, rgba,
+):  # fmt: skip
+    """Pixels [x, end) of row y without an opaque triangle. Only those with a blend
+    fragment or a non-empty 4-neighbour need `shade_uncovered`; inner pixels of the run
+    have empty opaque words left and right, so only their blend words and the pixels up and
+    down are looked at."""
+    row = ses[3] + y * lw
+    up = row - lw if y > 0 else row
+    down = row + lw if y + 1 < lh else row
+    for px in range(x, end):
+        i = row + px
+        if (
+            px == x
+            or px == end - 1
+            or vis_blend[i] != EMPTY
+            or not _is_empty(vis_opaque, vis_blend, up + px)
+            or not _is_empty(vis_opaque, vis_blend, down + px)
+        ):
+            _shade_uncovered(
+                px, y, lw, lh, sx, sy, geo, mats, texs, ses, light, vis_opaque, vis_blend,
+                rgba,
+            )  # fmt: skip
+        else:
+            rgba[i, 0] = 0
+            rgba[i, 1] = 0
+            rgba[i, 2] = 0
+            rgba[i, 3] = 0
+
+
+@cpu_device
 def _shade_row(y, x0, x1, lw, lh, geo, mats, texs, ses, light, vis_opaque, vis_blend, rgba):
-    """Layer row y: pixels [x0, x1) resolved, the rest transparent. A run of pixels of one
-    opaque triangle shares its `tri_setup`."""
+    """Layer row y: pixels [x0, x1) resolved run by run, the rest transparent. A run of
+    pixels of one opaque triangle shares its `tri_setup`."""
     row = ses[3] + y * lw
     if x0 >= x1:
         _clear_rgba(rgba, row, row + lw)
@@ -611,22 +694,20 @@ def _shade_row(y, x0, x1, lw, lh, geo, mats, texs, ses, light, vis_opaque, vis_b
     sy = 2.0 / lh
     x = x0
     while x < x1:
+        end = _run_end(vis_opaque, row, x, x1)
         to = _tri_of(vis_opaque[row + x])
         if to < 0:
-            _shade_uncovered(
-                x, y, lw, lh, sx, sy, geo, mats, texs, ses, light, vis_opaque, vis_blend, rgba
-            )
-            x += 1
-            continue
-        so = _tri_setup(to, geo, mats, texs, ses)
-        while True:
-            _shade_covered(
-                x, y, lw, lh, sx, sy, so, geo, mats, texs, ses, light, vis_opaque, vis_blend,
+            _shade_uncovered_run(
+                x, end, y, lw, lh, sx, sy, geo, mats, texs, ses, light, vis_opaque, vis_blend,
                 rgba,
             )  # fmt: skip
-            x += 1
-            if x >= x1 or _tri_of(vis_opaque[row + x]) != to:
-                break
+        else:
+            so = _tri_setup(to, geo, mats, texs, ses)
+            _shade_covered_run(
+                x, end, y, lw, lh, sx, sy, so, geo, mats, texs, ses, light, vis_opaque,
+                vis_blend, rgba,
+            )  # fmt: skip
+        x = end
 
 
 # No exception paths in the hot loop; no NRT: the kernel allocates nothing, and with NRT
