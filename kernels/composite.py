@@ -46,7 +46,7 @@ import numpy as np
 from numba import prange
 
 from .backend import cpu_device, cpu_kernel, cuda_device, cuda_module
-from .color import make_color_math, rgb_to_nv12_cpu
+from .color import CB_SCALE, CR_SCALE, KB, KG, KR, make_color_math, rgb_to_nv12_cpu
 
 __all__ = ["composite_cpu", "composite_cuda", "rgb_to_nv12_cpu", "make_composite_math"]
 
@@ -54,6 +54,8 @@ __all__ = ["composite_cpu", "composite_cuda", "rgb_to_nv12_cpu", "make_composite
 def make_composite_math(jit) -> SimpleNamespace:
     """Per-block compositing math, compiled with `jit` (cpu_device or cuda_device())."""
     blend_yuv = make_color_math(jit).blend_yuv
+    kr, kg, kb = KR, KG, KB
+    cb_scale, cr_scale = CB_SCALE, CR_SCALE
 
     @jit
     def blend_pixel(pixels, p, opacity, y, u, v):
@@ -131,17 +133,41 @@ def make_composite_math(jit) -> SimpleNamespace:
         return i
 
     @jit
-    def avatar_clear(fx, fy, rgba, lw, lh, lbase, lx, ly):
-        """True when the avatar layer is transparent (or absent) at all 4 sites of the block."""
+    def avatar_alpha(fx, fy, rgba, lw, lh, lbase, lx, ly):
+        """(lowest, highest) avatar-layer alpha over the 4 sites of the block (0 outside
+        the layer)."""
+        lo = 255
+        hi = 0
         for dy in range(2):
             yy = fy + dy - ly
-            if yy < 0 or yy >= lh:
-                continue
             for dx in range(2):
                 x = fx + dx - lx
-                if x >= 0 and x < lw and rgba[lbase + yy * lw + x, 3] != 0:
-                    return False
-        return True
+                a = 0
+                if yy >= 0 and yy < lh and x >= 0 and x < lw:
+                    a = rgba[lbase + yy * lw + x, 3]
+                lo = min(lo, a)
+                hi = max(hi, a)
+        return lo, hi
+
+    @jit
+    def opaque_block(fx, fy, fbase, c, fw, rgba, lw, lbase, lx, ly, frame):
+        """A block the opaque avatar covers alone: its colours' YUV, no background read.
+
+        The same sums `blend_yuv` gives at alpha 1 (the background term is an exact 0)."""
+        usum = 0.0
+        vsum = 0.0
+        for dy in range(2):
+            q = lbase + (fy + dy - ly) * lw + fx - lx
+            for dx in range(2):
+                r = rgba[q + dx, 0] * (1.0 / 255.0)
+                g = rgba[q + dx, 1] * (1.0 / 255.0)
+                b = rgba[q + dx, 2] * (1.0 / 255.0)
+                yp = kr * r + kg * g + kb * b
+                frame[fbase + (fy + dy) * fw + fx + dx] = to_u8(16.0 + 219.0 * yp)
+                usum += 128.0 + cb_scale * (b - yp)
+                vsum += 128.0 + cr_scale * (r - yp)
+        frame[fbase + c] = to_u8(usum * 0.25)
+        frame[fbase + c + 1] = to_u8(vsum * 0.25)
 
     @jit
     def composite_block(
@@ -150,11 +176,19 @@ def make_composite_math(jit) -> SimpleNamespace:
     ):  # fmt: skip
         """One 2x2 block with top-left luma site (fx, fy): 4 Y bytes and one CbCr pair.
 
-        A block that no layer touches is the background's bytes (what blending nothing
-        and rounding gives), copied without the float path."""
+        Without overlays on it, a block the avatar leaves clear is the background's bytes
+        (what blending nothing and rounding gives) and one it covers opaquely is the
+        avatar's colours: both skip the general per-layer path."""
         c = fw * fh + (fy // 2) * fw + fx
         mask, n_behind = block_overlays(fx, fy, ov_start, ov_count, ovs)
-        if mask == 0 and ov_count <= 63 and avatar_clear(fx, fy, rgba, lw, lh, lbase, lx, ly):
+        lo = 0
+        hi = 255
+        if mask == 0 and ov_count <= 63:
+            lo, hi = avatar_alpha(fx, fy, rgba, lw, lh, lbase, lx, ly)
+        if lo == 255:
+            opaque_block(fx, fy, fbase, c, fw, rgba, lw, lbase, lx, ly, frame)
+            return
+        if hi == 0:
             for dy in range(2):
                 p = (fy + dy) * fw + fx
                 frame[fbase + p] = background[bgbase + p]
