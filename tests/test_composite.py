@@ -252,6 +252,20 @@ def test_solid_layer_gives_exact_nv12_of_its_colour(rgb):
     assert np.all(y == want[0]) and np.all(u == want[1]) and np.all(v == want[2])
 
 
+def test_opaque_layer_of_varied_colours_is_their_nv12():
+    """Blocks the opaque avatar covers alone take the fast path: per-site colours and the
+    block-averaged chroma must still be those of the layer image (rgb_to_nv12_cpu)."""
+    rng = np.random.default_rng(7)
+    rgb = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    layer = np.concatenate([rgb, np.full((24, 32, 1), 255, np.uint8)], axis=2)
+    b = comp_batch([one_session(layer=layer, lx=0, ly=0)])
+    run_composite(b)
+    want = rgb_to_nv12_cpu(rgb).astype(int)
+    diff = np.abs(b["frame"][: want.size].astype(int) - want)
+    assert diff.max() <= 1  # the reference rounds its own float sums
+    assert (diff == 0).mean() > 0.99
+
+
 def test_layer_placement_odd_offset():
     bgc = (0x20, 0x30, 0x40)
     b = comp_batch([one_session(lx=5, ly=3)])  # 10x8 red layer at (5, 3)
