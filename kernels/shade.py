@@ -620,6 +620,13 @@ def _run_end(vis_opaque, row, x, x1):
 
 
 @cpu_device
+def _rows_around(row, y, lw, lh):
+    """Start of the layer rows above and below row y (row y itself at the layer's border:
+    outside the layer counts as covered)."""
+    return (row - lw if y > 0 else row), (row + lw if y + 1 < lh else row)
+
+
+@cpu_device
 def _shade_covered_run(
     x, end, y, lw, lh, sx, sy, so, geo, mats, texs, ses, light, vis_opaque, vis_blend, rgba,
 ):  # fmt: skip
@@ -627,8 +634,7 @@ def _shade_covered_run(
     have that triangle left and right, so only up and down can be empty space."""
     lbase = ses[3]
     row = lbase + y * lw
-    up = row - lw if y > 0 else row
-    down = row + lw if y + 1 < lh else row
+    up, down = _rows_around(row, y, lw, lh)
     ny = 1.0 - (y + 0.5) * sy
     for px in range(x, end):
         i = row + px
@@ -658,8 +664,7 @@ def _shade_uncovered_run(
     have empty opaque words left and right, so only their blend words and the pixels up and
     down are looked at."""
     row = ses[3] + y * lw
-    up = row - lw if y > 0 else row
-    down = row + lw if y + 1 < lh else row
+    up, down = _rows_around(row, y, lw, lh)
     for px in range(x, end):
         i = row + px
         if (
