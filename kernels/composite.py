@@ -315,11 +315,12 @@ def _composite_cpu_kernel(
             j = ov_start + k
             if fy + 2 > ov_y[j] and fy < ov_y[j] + ov_h[j]:
                 o0, o1 = _even_span(ov_x[j], ov_x[j] + ov_w[j], x0, x1)
-                # the part outside the avatar's span (done above)
+                # the part outside the avatar's span (done above; its last block ends at a1
+                # rounded up to even: a block starting at an odd x would misplace chroma)
                 _composite_blocks(o0, min(o1, a0), fy, fw, fh, fbase, bgbase, layer, ov_start,
                                   ov_count, ovs, background, frame)  # fmt: skip
-                _composite_blocks(max(o0, a1), o1, fy, fw, fh, fbase, bgbase, layer, ov_start,
-                                  ov_count, ovs, background, frame)  # fmt: skip
+                _composite_blocks(max(o0, a1 + a1 % 2), o1, fy, fw, fh, fbase, bgbase, layer,
+                                  ov_start, ov_count, ovs, background, frame)  # fmt: skip
 
 
 def composite_cpu(
