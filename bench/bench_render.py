@@ -9,11 +9,17 @@ the median tick's total, the process CPU time, and avatar-frames/s from the best
 median tick. On CUDA it also counts launcher calls per tick, which must not grow with the
 batch. Memory per session is what one more session adds: its NV12 frame, its NV12
 background, its avatar-layer scratch (per layer pixel: a u64 visibility word, a second one
-when the avatar has MASK/BLEND materials, and RGBA8) and its deformed vertices (clip f32x4,
-normal f32x3).
+when the avatar has MASK/BLEND materials, and RGBA8), its deformed vertices (clip f32x4,
+normal f32x3) and their copy from its last frame (the damage history, 8 f32 per vertex).
+
+Two modes: `incremental` (the default renderer: each frame redoes only the region whose
+geometry moved since the session's last frame, kernels/damage.py; the demo motion moves
+head and face, not the body, as face-capture driving does) and `full` (every layer redrawn
+whole every frame: the cost when the whole avatar moves).
 
 Run: python bench/bench_render.py [--device cpu|cuda] [--batches 1,4,16] [--ticks 20]
-     [--threads N] [--json out.json] [--baseline before.json] [--out results.md]
+     [--modes incremental,full] [--threads N] [--json out.json] [--baseline before.json]
+     [--out results.md]
 Writes bench/results_render.md (cpu) or bench/results_render_cuda.md (cuda) unless --out
 says otherwise; without a GPU, `--device cuda` only says that it is skipped. `--baseline`
 adds a before/after table from a `--json` dump of an earlier run.
@@ -32,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-STAGES = ("deform", "raster", "shade", "composite")
+STAGES = ("deform", "damage", "raster", "shade", "composite")
 WIDTH, HEIGHT = 1280, 720
 GODETTE = Path(__file__).resolve().parents[2] / "shared/assets/vrm/Godette/Godette_vrm_v4.vrm"
 CPU_BATCHES = "1,4,16"
@@ -51,6 +57,8 @@ def cpu_name() -> str:
 
 def session_bytes(renderer, slot: int) -> dict[str, int]:
     """What one session holds: frame, background, layer scratch, deformed vertices."""
+    from avatarfarm.render.renderer import HISTORY_WIDTH
+
     state = renderer._slots[slot]
     _, _, lw, lh = (int(v) for v in renderer._slot_layer[slot])
     vertices = int(renderer.pool.ranges[state.avatar][1])
@@ -59,6 +67,7 @@ def session_bytes(renderer, slot: int) -> dict[str, int]:
         "background": state.bg_size * state.bg_frames,
         "layer": lw * lh * (8 + (0 if renderer._scratch.shared_blend else 8) + 4),
         "vertices": vertices * (16 + 12),
+        "history": vertices * 4 * HISTORY_WIDTH,
     }
 
 
@@ -78,12 +87,14 @@ def count_launches(renderer_module) -> list[int]:
     return calls
 
 
-def run(avatar, batch: int, ticks: int, device: str, launches: list[int] | None) -> dict:
+def run(
+    avatar, batch: int, ticks: int, device: str, launches: list[int] | None, incremental: bool
+) -> dict:
     from avatarfarm.render.motion import demo_motion
     from avatarfarm.render.renderer import Renderer
     from avatarfarm.render.scene import Scene
 
-    renderer = Renderer(device)
+    renderer = Renderer(device, incremental=incremental)
     slots = np.array(
         [renderer.open(avatar, WIDTH, HEIGHT, Scene(framing="bust")) for _ in range(batch)]
     )
@@ -155,13 +166,12 @@ def compare(before: dict, after: dict) -> list[str]:
             b = old.get(r["batch"])
             if b is None:
                 continue
-            pairs = [(s, b["stage_ms"][s], r["stage_ms"][s]) for s in STAGES]
+            pairs = [(s, b["stage_ms"].get(s, 0.0), r["stage_ms"][s]) for s in STAGES]
             pairs.append(("render (median)", b["median_ms"], r["median_ms"]))
             pairs.append(("CPU per af", b["cpu_ms"], r["cpu_ms"]))
             for stage, x, y in pairs:
-                lines.append(
-                    f"| {name} | {r['batch']} | {stage} | {x:.2f} | {y:.2f} | {x / y:.2f}x |"
-                )
+                ratio = f"{x / y:.2f}x" if x > 0 and y > 0 else "-"
+                lines.append(f"| {name} | {r['batch']} | {stage} | {x:.2f} | {y:.2f} | {ratio} |")
     return lines
 
 
@@ -170,6 +180,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--batches", default=None, help=f"cpu: {CPU_BATCHES}; cuda: {CUDA_BATCHES}")
     parser.add_argument("--ticks", type=int, default=20)
+    parser.add_argument("--modes", default="incremental,full", help="incremental and/or full")
     parser.add_argument("--threads", type=int, default=None, help="numba threads (default: all)")
     parser.add_argument("--json", type=Path, default=None, help="also dump the numbers here")
     parser.add_argument("--baseline", type=Path, default=None, help="--json of an earlier run")
@@ -211,20 +222,23 @@ def main() -> None:
         f"{args.ticks} ticks; render = the whole `Renderer.render` call (best and median tick); "
         "CPU = process CPU time over all ticks.",
     ]
+    modes = args.modes.split(",")
     for name, spec in avatars.items():
         avatar = load(spec)
-        rows = []
-        for batch in batches:
-            row = run(avatar, batch, args.ticks, args.device, launches)
-            rows.append(row)
-            print(
-                f"{name} batch {batch}: {row['afps_median']:.0f} af/s (median), stages "
-                + ", ".join(f"{s} {row['stage_ms'][s]:.2f}" for s in STAGES)
-                + " ms/af",
-                flush=True,
-            )
-        results[name] = rows
-        out += ["", f"## {name} ({args.device})", ""] + table(rows, cuda)
+        for mode in modes:
+            rows = []
+            for batch in batches:
+                row = run(avatar, batch, args.ticks, args.device, launches, mode != "full")
+                rows.append(row)
+                print(
+                    f"{name} {mode} batch {batch}: {row['afps_median']:.0f} af/s (median), "
+                    + ", ".join(f"{s} {row['stage_ms'][s]:.2f}" for s in STAGES)
+                    + " ms/af",
+                    flush=True,
+                )
+            key = name if mode == modes[0] else f"{name} ({mode})"
+            results[key] = rows
+            out += ["", f"## {name} ({args.device}, {mode})", ""] + table(rows, cuda)
         out += [""] + memory_lines(rows[0]["memory"])
     threads = f"{numba.get_num_threads()} threads"
     if not cuda:  # the threading layer is chosen by the first parallel kernel

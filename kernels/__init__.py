@@ -1,8 +1,9 @@
 """Batched kernels, one module per stage, each with a CPU and a CUDA launcher.
 
-Stages: `deform` -> `raster` -> `shade` -> `composite`. Every launcher processes the
-whole batch of sessions in one call ("range mode", as in nvdiffrast): sessions with
-different avatars and output sizes share launches through per-session offsets.
+Stages: `deform` -> `damage` -> `raster` -> `shade` -> `composite`. Every launcher
+processes the whole batch of sessions in one call ("range mode", as in nvdiffrast):
+sessions with different avatars and output sizes share launches through per-session
+offsets.
 
 Batch layout shared by all stages (host numpy arrays for the CPU launchers, device
 arrays for the CUDA launchers, same shapes and dtypes):
@@ -34,6 +35,11 @@ Per-session rows (persistent arrays; row s describes session s of this tick)
     s_bgbase i64  the background, already NV12, same layout, in the background pool
     s_lx, s_ly i32  top-left of the avatar layer in the frame
     s_rect [N,4] i32  (x0,y0,x1,y1) even-aligned region of the frame to recomposite
+                  (the host's choice; `damage` narrows it to what moved)
+    s_dirty [N,4] i32 (x0,y0,x1,y1) of the layer that raster (plus a margin) and shade
+                  redo, from `damage`; raster/shade launchers default to whole layers
+    s_hbase i64, s_full u8  the slot's vertex history rows (hist [H,8] f32, kept across
+                  ticks) and whether this frame must be redrawn whole (kernels/damage.py)
     s_ov_start, s_ov_count [N] i32  the session's overlays in the overlay table, z ascending
 
 Overlay table (scene layers: product cards, captions, the AI-content label)

@@ -54,6 +54,7 @@ import numba
 import numpy as np
 
 from .backend import cpu_device, cpu_kernel, cuda_device, cuda_grid_x, cuda_module
+from .damage import full_layers, full_layers_device
 
 cuda: Any = None  # numba.cuda, bound on first CUDA use
 
@@ -64,6 +65,9 @@ GUARD_PIXELS = 1 << 21
 stay below 2^30 and edge functions (two products) below 2^61, exact in int64."""
 W_EPSILON = 1e-6
 MIN_BAND_ROWS = 16
+RASTER_MARGIN = 3
+"""Pixels around a session's shade rect that raster also redoes (shade reads the visibility
+up to 2.5 px around a pixel); kernels/damage.py sizes the rect."""
 SNAP_INVALID = np.int32(-(1 << 31))
 """fxy's x for a vertex that cannot be rasterized (|x| < 2^29 for every other one)."""
 SNAP_CHUNK = 4096
@@ -126,9 +130,10 @@ def make_raster_math(jit, store, jit_sub=None):
     @(jit_sub or jit)
     def raster_fixed(
         X0, Y0, zd0, X1, Y1, zd1, X2, Y2, zd2,
-        tid, double_sided, blend, y_lo, y_hi, lw, lbase, vis_opaque, vis_blend,
+        tid, double_sided, blend, y_lo, y_hi, x_lo, x_hi, lw, lbase, vis_opaque, vis_blend,
     ):  # fmt: skip
-        """Rasterize one snapped triangle (snap_vertex) into rows [y_lo, y_hi)."""
+        """Rasterize one snapped triangle (snap_vertex) into rows [y_lo, y_hi), columns
+        [x_lo, x_hi)."""
         one = np.float32(1.0)
         area = (X1 - X0) * (Y2 - Y0) - (Y1 - Y0) * (X2 - X0)
         if area == 0:
@@ -145,8 +150,8 @@ def make_raster_math(jit, store, jit_sub=None):
 
         c = np.int64(1 << (SUBPIXEL_BITS - 1))  # pixel centre offset
         r = np.int64((1 << SUBPIXEL_BITS) - 1)
-        xs = max((min(X0, X1, X2) - c + r) >> SUBPIXEL_BITS, 0)
-        xe = min((max(X0, X1, X2) - c) >> SUBPIXEL_BITS, lw - 1)
+        xs = max((min(X0, X1, X2) - c + r) >> SUBPIXEL_BITS, x_lo)
+        xe = min((max(X0, X1, X2) - c) >> SUBPIXEL_BITS, x_hi - 1)
         ys = max((min(Y0, Y1, Y2) - c + r) >> SUBPIXEL_BITS, y_lo)
         ye = min((max(Y0, Y1, Y2) - c) >> SUBPIXEL_BITS, y_hi - 1)
         if xs > xe or ys > ye:
@@ -224,7 +229,8 @@ def make_raster_math(jit, store, jit_sub=None):
     @jit
     def raster_sub(
         x0, y0, z0, w0, x1, y1, z1, w1, x2, y2, z2, w2,
-        tid, double_sided, blend, y_lo, y_hi, lw, lh, lbase, vis_opaque, vis_blend,
+        tid, double_sided, blend, y_lo, y_hi, x_lo, x_hi, lw, lh, lbase, vis_opaque,
+        vis_blend,
     ):  # fmt: skip
         """Rasterize one (possibly clipped) clip-space triangle into rows [y_lo, y_hi)."""
         X0, Y0, zd0, ok0 = snap_vertex(x0, y0, z0, w0, lw, lh)
@@ -233,7 +239,8 @@ def make_raster_math(jit, store, jit_sub=None):
         if ok0 and ok1 and ok2:
             raster_fixed(
                 X0, Y0, zd0, X1, Y1, zd1, X2, Y2, zd2,
-                tid, double_sided, blend, y_lo, y_hi, lw, lbase, vis_opaque, vis_blend,
+                tid, double_sided, blend, y_lo, y_hi, x_lo, x_hi, lw, lbase, vis_opaque,
+                vis_blend,
             )  # fmt: skip
 
     @jit
@@ -245,60 +252,70 @@ def make_raster_math(jit, store, jit_sub=None):
     @jit
     def clip_one(
         xa, ya, za, wa, da, xb, yb, zb, wb, db, xc, yc, zc, wc, dc,
-        tid, double_sided, blend, y_lo, y_hi, lw, lh, lbase, vis_opaque, vis_blend,
+        tid, double_sided, blend, y_lo, y_hi, x_lo, x_hi, lw, lh, lbase, vis_opaque,
+        vis_blend,
     ):  # fmt: skip
         """a inside, b and c behind the near plane: the triangle (a, ab, ac)."""
         xab, yab, zab, wab = near_point(xa, ya, za, wa, da, xb, yb, zb, wb, db)
         xac, yac, zac, wac = near_point(xa, ya, za, wa, da, xc, yc, zc, wc, dc)
         raster_sub(
             xa, ya, za, wa, xab, yab, zab, wab, xac, yac, zac, wac,
-            tid, double_sided, blend, y_lo, y_hi, lw, lh, lbase, vis_opaque, vis_blend,
+            tid, double_sided, blend, y_lo, y_hi, x_lo, x_hi, lw, lh, lbase, vis_opaque,
+        vis_blend,
         )  # fmt: skip
 
     @jit
     def clip_two(
         xa, ya, za, wa, da, xb, yb, zb, wb, db, xc, yc, zc, wc, dc,
-        tid, double_sided, blend, y_lo, y_hi, lw, lh, lbase, vis_opaque, vis_blend,
+        tid, double_sided, blend, y_lo, y_hi, x_lo, x_hi, lw, lh, lbase, vis_opaque,
+        vis_blend,
     ):  # fmt: skip
         """a and b inside, c behind the near plane: the quad (a, b, bc, ca) as 2 triangles."""
         xbc, ybc, zbc, wbc = near_point(xb, yb, zb, wb, db, xc, yc, zc, wc, dc)
         xca, yca, zca, wca = near_point(xa, ya, za, wa, da, xc, yc, zc, wc, dc)
         raster_sub(
             xa, ya, za, wa, xb, yb, zb, wb, xbc, ybc, zbc, wbc,
-            tid, double_sided, blend, y_lo, y_hi, lw, lh, lbase, vis_opaque, vis_blend,
+            tid, double_sided, blend, y_lo, y_hi, x_lo, x_hi, lw, lh, lbase, vis_opaque,
+        vis_blend,
         )  # fmt: skip
         raster_sub(
             xa, ya, za, wa, xbc, ybc, zbc, wbc, xca, yca, zca, wca,
-            tid, double_sided, blend, y_lo, y_hi, lw, lh, lbase, vis_opaque, vis_blend,
+            tid, double_sided, blend, y_lo, y_hi, x_lo, x_hi, lw, lh, lbase, vis_opaque,
+        vis_blend,
         )  # fmt: skip
 
     @jit
-    def band_planes(y_lo, y_hi, lw, lh):
-        """Slopes for rejecting a triangle against rows [y_lo, y_hi) without a divide: a
-        vertex (w > 0) lies more than a pixel above the band when y > a_lo * w, below it
-        when y < a_hi * w, and beyond the left/right layer edge when |x| > a_x * w."""
+    def band_planes(y_lo, y_hi, x_lo, x_hi, lw, lh):
+        """Slopes for rejecting a triangle against rows [y_lo, y_hi) and columns
+        [x_lo, x_hi) without a divide: a vertex (w > 0) lies more than a pixel above the
+        band when y > a_lo * w, below it when y < a_hi * w, left of it when x < a_xl * w and
+        right of it when x > a_xr * w."""
         one = np.float32(1.0)
         two = np.float32(2.0)
         a_lo = one - two * np.float32(y_lo - 1) / np.float32(lh)
         a_hi = one - two * np.float32(y_hi + 1) / np.float32(lh)
-        a_x = one + two / np.float32(lw)
-        return a_lo, a_hi, a_x
+        a_xl = two * np.float32(x_lo - 1) / np.float32(lw) - one
+        a_xr = two * np.float32(x_hi + 1) / np.float32(lw) - one
+        return a_lo, a_hi, a_xl, a_xr
 
     @jit
     def unclipped_projected(
         a, b, c, x0, y0, z0, w0, x1, y1, z1, w1, x2, y2, z2, w2, fxy, fz,
-        tid, double_sided, blend, y_lo, y_hi, lw, lh, lbase, vis_opaque, vis_blend,
+        tid, double_sided, blend, y_lo, y_hi, x_lo, x_hi, lw, lh, lbase, vis_opaque,
+        vis_blend,
     ):  # fmt: skip
         """An unclipped triangle, projected and snapped here (fxy, fz unused)."""
         raster_sub(
             x0, y0, z0, w0, x1, y1, z1, w1, x2, y2, z2, w2,
-            tid, double_sided, blend, y_lo, y_hi, lw, lh, lbase, vis_opaque, vis_blend,
+            tid, double_sided, blend, y_lo, y_hi, x_lo, x_hi, lw, lh, lbase, vis_opaque,
+        vis_blend,
         )  # fmt: skip
 
     @jit
     def unclipped_snapped(
         a, b, c, x0, y0, z0, w0, x1, y1, z1, w1, x2, y2, z2, w2, fxy, fz,
-        tid, double_sided, blend, y_lo, y_hi, lw, lh, lbase, vis_opaque, vis_blend,
+        tid, double_sided, blend, y_lo, y_hi, x_lo, x_hi, lw, lh, lbase, vis_opaque,
+        vis_blend,
     ):  # fmt: skip
         """An unclipped triangle whose vertices `snap_vertices` already snapped (fxy [V,2]
         fixed-point x, y or SNAP_INVALID, fz [V] depth): each vertex is shared by ~6."""
@@ -317,19 +334,20 @@ def make_raster_math(jit, store, jit_sub=None):
             return
         raster_fixed(
             X0, Y0, fz[a], X1, Y1, fz[b], X2, Y2, fz[c],
-            tid, double_sided, blend, y_lo, y_hi, lw, lbase, vis_opaque, vis_blend,
+            tid, double_sided, blend, y_lo, y_hi, x_lo, x_hi, lw, lbase, vis_opaque, vis_blend,
         )  # fmt: skip
 
     def make_tri(unclipped):
         """Triangle t of session s, in pass `blend` (0 opaque, 1 mask/blend), rows
-        [y_lo, y_hi) of its layer (band_planes(y_lo, y_hi, ...) gives a_lo, a_hi, a_x).
+        [y_lo, y_hi) and columns [x_lo, x_hi) of its layer (band_planes gives a_lo, a_hi,
+        a_xl, a_xr).
         Triangles crossing the near plane are clipped here; `unclipped` draws the rest."""
 
         @jit
         def raster_tri(
-            s, t, blend, y_lo, y_hi, a_lo, a_hi, a_x, clip, tris, tri_mat, mat_alpha_mode,
-            mat_double_sided, s_tbase, s_obase, s_lw, s_lh, s_lbase, vis_opaque, vis_blend,
-            fxy, fz,
+            s, t, blend, y_lo, y_hi, x_lo, x_hi, a_lo, a_hi, a_xl, a_xr, clip, tris, tri_mat,
+            mat_alpha_mode, mat_double_sided, s_tbase, s_obase, s_lw, s_lh, s_lbase,
+            vis_opaque, vis_blend, fxy, fz,
         ):  # fmt: skip
             g = s_tbase[s] + t
             m = tri_mat[g]
@@ -365,9 +383,9 @@ def make_raster_math(jit, store, jit_sub=None):
                     return
                 if y0 < a_hi * w0 and y1 < a_hi * w1 and y2 < a_hi * w2:
                     return
-                if x0 > a_x * w0 and x1 > a_x * w1 and x2 > a_x * w2:
+                if x0 > a_xr * w0 and x1 > a_xr * w1 and x2 > a_xr * w2:
                     return
-                if x0 < -a_x * w0 and x1 < -a_x * w1 and x2 < -a_x * w2:
+                if x0 < a_xl * w0 and x1 < a_xl * w1 and x2 < a_xl * w2:
                     return
             double_sided = mat_double_sided[m] != 0
             tid = np.uint64(t + 1)
@@ -378,39 +396,46 @@ def make_raster_math(jit, store, jit_sub=None):
             if n_in == 3:
                 unclipped(
                     a, b, c, x0, y0, z0, w0, x1, y1, z1, w1, x2, y2, z2, w2, fxy, fz,
-                    tid, double_sided, blend, y_lo, y_hi, lw, lh, lbase, vis_opaque, vis_blend,
+                    tid, double_sided, blend, y_lo, y_hi, x_lo, x_hi, lw, lh, lbase, vis_opaque,
+        vis_blend,
                 )  # fmt: skip
             elif n_in == 1:  # rotate (keeping the winding) so that the inside vertex comes first
                 if in0:
                     clip_one(
                         x0, y0, z0, w0, d0, x1, y1, z1, w1, d1, x2, y2, z2, w2, d2,
-                        tid, double_sided, blend, y_lo, y_hi, lw, lh, lbase, vis_opaque, vis_blend,
+                        tid, double_sided, blend, y_lo, y_hi, x_lo, x_hi, lw, lh, lbase, vis_opaque,
+        vis_blend,
                     )  # fmt: skip
                 elif in1:
                     clip_one(
                         x1, y1, z1, w1, d1, x2, y2, z2, w2, d2, x0, y0, z0, w0, d0,
-                        tid, double_sided, blend, y_lo, y_hi, lw, lh, lbase, vis_opaque, vis_blend,
+                        tid, double_sided, blend, y_lo, y_hi, x_lo, x_hi, lw, lh, lbase, vis_opaque,
+        vis_blend,
                     )  # fmt: skip
                 else:
                     clip_one(
                         x2, y2, z2, w2, d2, x0, y0, z0, w0, d0, x1, y1, z1, w1, d1,
-                        tid, double_sided, blend, y_lo, y_hi, lw, lh, lbase, vis_opaque, vis_blend,
+                        tid, double_sided, blend, y_lo, y_hi, x_lo, x_hi, lw, lh, lbase, vis_opaque,
+        vis_blend,
                     )  # fmt: skip
             elif n_in == 2:  # rotate so that the outside vertex comes last
                 if not in2:
                     clip_two(
                         x0, y0, z0, w0, d0, x1, y1, z1, w1, d1, x2, y2, z2, w2, d2,
-                        tid, double_sided, blend, y_lo, y_hi, lw, lh, lbase, vis_opaque, vis_blend,
+                        tid, double_sided, blend, y_lo, y_hi, x_lo, x_hi, lw, lh, lbase, vis_opaque,
+        vis_blend,
                     )  # fmt: skip
                 elif not in0:
                     clip_two(
                         x1, y1, z1, w1, d1, x2, y2, z2, w2, d2, x0, y0, z0, w0, d0,
-                        tid, double_sided, blend, y_lo, y_hi, lw, lh, lbase, vis_opaque, vis_blend,
+                        tid, double_sided, blend, y_lo, y_hi, x_lo, x_hi, lw, lh, lbase, vis_opaque,
+        vis_blend,
                     )  # fmt: skip
                 else:
                     clip_two(
                         x2, y2, z2, w2, d2, x0, y0, z0, w0, d0, x1, y1, z1, w1, d1,
-                        tid, double_sided, blend, y_lo, y_hi, lw, lh, lbase, vis_opaque, vis_blend,
+                        tid, double_sided, blend, y_lo, y_hi, x_lo, x_hi, lw, lh, lbase, vis_opaque,
+        vis_blend,
                     )  # fmt: skip
 
         return raster_tri
@@ -446,6 +471,30 @@ _band_planes_cpu, _, _raster_tri_cpu, _snap_vertices_cpu = make_raster_math(
 )
 
 
+def make_region(jit):
+    """`region(s_dirty, s, lw, lh)`: the (x_lo, x_hi, y_lo, y_hi) of session s's layer that
+    raster redoes: its shade rect (`s_dirty`, kernels/damage.py) and the RASTER_MARGIN
+    around it that shade reads; empty when the shade rect is."""
+
+    @jit
+    def region(s_dirty, s, lw, lh):
+        x0 = s_dirty[s, 0]
+        y0 = s_dirty[s, 1]
+        x1 = s_dirty[s, 2]
+        y1 = s_dirty[s, 3]
+        if x0 >= x1 or y0 >= y1:
+            return 0, 0, 0, 0
+        return (
+            max(x0 - RASTER_MARGIN, 0), min(x1 + RASTER_MARGIN, lw),
+            max(y0 - RASTER_MARGIN, 0), min(y1 + RASTER_MARGIN, lh),
+        )  # fmt: skip
+
+    return region
+
+
+_region_cpu = make_region(cpu_device)
+
+
 @numba.njit(cache=True, nogil=True)
 def _band_layout(s_lh, n_sessions, n_workers):
     """(band rows, bands per session): one work item per worker over the batch, so a single
@@ -475,7 +524,7 @@ def _clear_cpu_kernel(s_lw, s_lh, s_lbase, n_sessions, band, n_bands, vis_opaque
 def _raster_cpu_kernel(
     clip, tris, tri_mat, mat_alpha_mode, mat_double_sided,
     s_tbase, s_tcount, s_obase, s_lw, s_lh, s_lbase, n_sessions,
-    band, n_bands, clear, vis_opaque, vis_blend,
+    band, n_bands, clear, vis_opaque, vis_blend, s_dirty,
 ):  # fmt: skip
     passes = 1  # the blend pass only when some material is MASK/BLEND
     for m in range(mat_alpha_mode.shape[0]):
@@ -504,22 +553,26 @@ def _raster_cpu_kernel(
             _snap_vertices_cpu(o + v_lo, o + v_hi, s_lw[s], s_lh[s], clip, fxy, fz)
     for item in numba.prange(n_sessions * n_bands):
         s = item // n_bands
-        y_lo = (item % n_bands) * band
+        lw = s_lw[s]
         lh = s_lh[s]
-        if y_lo >= lh or s_lw[s] <= 0:
+        x_lo, x_hi, r_lo, r_hi = _region_cpu(s_dirty, s, lw, lh)
+        y_lo = max((item % n_bands) * band, r_lo)
+        y_hi = min((item % n_bands) * band + band, r_hi)
+        if y_lo >= y_hi or x_lo >= x_hi:
             continue
-        y_hi = min(y_lo + band, lh)
         if clear:
-            for i in range(s_lbase[s] + y_lo * s_lw[s], s_lbase[s] + y_hi * s_lw[s]):
-                vis_opaque[i] = EMPTY
-                vis_blend[i] = EMPTY
-        a_lo, a_hi, a_x = _band_planes_cpu(y_lo, y_hi, s_lw[s], lh)
+            for y in range(y_lo, y_hi):
+                row = s_lbase[s] + y * lw
+                for i in range(row + x_lo, row + x_hi):
+                    vis_opaque[i] = EMPTY
+                    vis_blend[i] = EMPTY
+        a_lo, a_hi, a_xl, a_xr = _band_planes_cpu(y_lo, y_hi, x_lo, x_hi, lw, lh)
         for blend in range(passes):  # the opaque pass completes in the band before the blend one
             for t in range(s_tcount[s]):
                 _raster_tri_cpu(
-                    s, t, blend, y_lo, y_hi, a_lo, a_hi, a_x, clip, tris, tri_mat,
-                    mat_alpha_mode, mat_double_sided, s_tbase, s_obase, s_lw, s_lh, s_lbase,
-                    vis_opaque, vis_blend, fxy, fz,
+                    s, t, blend, y_lo, y_hi, x_lo, x_hi, a_lo, a_hi, a_xl, a_xr, clip, tris,
+                    tri_mat, mat_alpha_mode, mat_double_sided, s_tbase, s_obase, s_lw, s_lh,
+                    s_lbase, vis_opaque, vis_blend, fxy, fz,
                 )  # fmt: skip
 
 
@@ -555,16 +608,22 @@ def raster_cpu(
     vis_opaque: np.ndarray,
     vis_blend: np.ndarray,
     clear: bool = True,
+    s_dirty: np.ndarray | None = None,
 ) -> None:
-    """Both visibility passes for sessions 0..n_sessions-1 (clearing their layers first)."""
+    """Both visibility passes for sessions 0..n_sessions-1 (clearing their layers first).
+
+    With `s_dirty` [N,4] (shade rects, kernels/damage.py) only each rect and the
+    RASTER_MARGIN around it is cleared and drawn; without it, every whole layer."""
     if n_sessions <= 0:
         return
     n = np.int64(n_sessions)
+    if s_dirty is None:
+        s_dirty = full_layers(s_lw, s_lh, n_sessions)
     band, n_bands = _band_layout(s_lh, n, np.int64(numba.get_num_threads()))
     _raster_cpu_kernel(
         clip, tris, tri_mat, mat_alpha_mode, mat_double_sided,
         s_tbase, s_tcount, s_obase, s_lw, s_lh, s_lbase, n,
-        band, n_bands, bool(clear), vis_opaque, vis_blend,
+        band, n_bands, bool(clear), vis_opaque, vis_blend, s_dirty,
     )  # fmt: skip
 
 
@@ -579,21 +638,27 @@ def _cuda_kernels() -> tuple[Any, Any]:
             cuda.atomic.min(buf, i, word)
 
     band_planes, raster_tri, _, _ = make_raster_math(cuda_device(), store)
+    region = make_region(cuda_device())
 
     @cuda.jit
     def raster_kernel(
         clip, tris, tri_mat, mat_alpha_mode, mat_double_sided,
-        s_tbase, s_tcount, s_obase, s_lw, s_lh, s_lbase, blend, vis_opaque, vis_blend,
+        s_tbase, s_tcount, s_obase, s_lw, s_lh, s_lbase, blend, vis_opaque, vis_blend, s_dirty,
     ):  # fmt: skip
         s = cuda.blockIdx.y
         count = s_tcount[s]
+        lw = s_lw[s]
         lh = s_lh[s]
-        a_lo, a_hi, a_x = band_planes(0, lh, s_lw[s], lh)
+        x_lo, x_hi, y_lo, y_hi = region(s_dirty, s, lw, lh)
+        if x_lo >= x_hi or y_lo >= y_hi:
+            return
+        a_lo, a_hi, a_xl, a_xr = band_planes(y_lo, y_hi, x_lo, x_hi, lw, lh)
         stride = cuda.gridDim.x * cuda.blockDim.x
         for t in range(cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x, count, stride):
             raster_tri(
-                s, t, blend, 0, lh, a_lo, a_hi, a_x, clip, tris, tri_mat, mat_alpha_mode,
-                mat_double_sided, s_tbase, s_obase, s_lw, s_lh, s_lbase, vis_opaque, vis_blend,
+                s, t, blend, y_lo, y_hi, x_lo, x_hi, a_lo, a_hi, a_xl, a_xr, clip, tris,
+                tri_mat, mat_alpha_mode, mat_double_sided, s_tbase, s_obase, s_lw, s_lh,
+                s_lbase, vis_opaque, vis_blend,
                 clip, clip,  # no snapped-vertex buffers: each thread projects its own
             )  # fmt: skip
 
@@ -643,13 +708,17 @@ def raster_cuda(
     vis_opaque: Any,
     vis_blend: Any,
     clear: bool = True,
+    s_dirty: Any = None,
     stream: Any = 0,
 ) -> None:
     """CUDA twin of `raster_cpu`: clear, opaque pass, blend pass (three launches, one
     stream). One thread per (session, triangle); the pool's triangle count bounds every
-    session's, so the grid is sized without reading session rows back from the device."""
+    session's, so the grid is sized without reading session rows back from the device.
+    The clear covers whole layers; drawing is limited to `s_dirty`'s regions."""
     if n_sessions <= 0:
         return
+    if s_dirty is None:
+        s_dirty = full_layers_device(s_lw, s_lh, n_sessions)
     if clear:
         clear_vis_cuda(s_lw, s_lh, s_lbase, n_sessions, vis_opaque, vis_blend, stream)
     kernel = _cuda_kernels()[0]
@@ -658,4 +727,5 @@ def raster_cuda(
         kernel[grid, CUDA_BLOCK, stream](
             clip, tris, tri_mat, mat_alpha_mode, mat_double_sided,
             s_tbase, s_tcount, s_obase, s_lw, s_lh, s_lbase, blend, vis_opaque, vis_blend,
+            s_dirty,
         )  # fmt: skip

@@ -71,6 +71,7 @@ from numba import prange
 
 from .backend import cpu_device, cpu_kernel, cpu_rare, cuda_device, cuda_module
 from .color import make_color_math
+from .damage import full_layers, full_layers_device
 
 EMPTY = np.uint64(0xFFFFFFFFFFFFFFFF)
 LOW32 = np.uint64(0xFFFFFFFF)
@@ -536,17 +537,17 @@ def make_shade_math(jit) -> SimpleNamespace:
             )
 
     @jit
-    def row_extent(vis_opaque, vis_blend, row, lw):
-        """[first, last + 1) of the non-empty pixels of the layer row starting at `row`;
-        (lw, 0) when the row is empty."""
-        first = 0
-        while first < lw and is_empty(vis_opaque, vis_blend, row + first):
+    def row_extent(vis_opaque, vis_blend, row, x_lo, x_hi):
+        """[first, last + 1) of the non-empty pixels among columns [x_lo, x_hi) of the
+        layer row starting at `row`; (x_hi, x_lo) when there are none."""
+        first = x_lo
+        while first < x_hi and is_empty(vis_opaque, vis_blend, row + first):
             first += 1
-        last = lw
+        last = x_hi
         while last > first and is_empty(vis_opaque, vis_blend, row + last - 1):
             last -= 1
         if first >= last:
-            return lw, 0
+            return x_hi, x_lo
         return first, last
 
     @jit
@@ -686,15 +687,17 @@ def _shade_uncovered_run(
 
 
 @cpu_device
-def _shade_row(y, x0, x1, lw, lh, geo, mats, texs, ses, light, vis_opaque, vis_blend, rgba):
-    """Layer row y: pixels [x0, x1) resolved run by run, the rest transparent. A run of
-    pixels of one opaque triangle shares its `tri_setup`."""
+def _shade_row(
+    y, x0, x1, r0, r1, lw, lh, geo, mats, texs, ses, light, vis_opaque, vis_blend, rgba,
+):  # fmt: skip
+    """Columns [r0, r1) of layer row y: pixels [x0, x1) resolved run by run, the rest
+    transparent. A run of pixels of one opaque triangle shares its `tri_setup`."""
     row = ses[3] + y * lw
     if x0 >= x1:
-        _clear_rgba(rgba, row, row + lw)
+        _clear_rgba(rgba, row + r0, row + r1)
         return
-    _clear_rgba(rgba, row, row + x0)
-    _clear_rgba(rgba, row + x1, row + lw)
+    _clear_rgba(rgba, row + r0, row + x0)
+    _clear_rgba(rgba, row + x1, row + r1)
     sx = 2.0 / lw
     sy = 2.0 / lh
     x = x0
@@ -725,10 +728,11 @@ def _shade_cpu_kernel(
     mat_shading, mat_shade_color, mat_toony, mat_shift,
     tex_pixels, tex_offset, tex_size,
     s_vbase, s_tbase, s_obase, s_light, s_lw, s_lh, s_lbase,
-    vis_opaque, vis_blend, rgba,
+    vis_opaque, vis_blend, rgba, s_dirty,
 ):  # fmt: skip
-    """Bands of rows in parallel. Pixels more than one pixel away from the content of rows
-    y - 1..y + 1 are transparent without a look."""
+    """Bands of rows in parallel, each session only inside its `s_dirty` rect. Pixels more
+    than one pixel away from the content of rows y - 1..y + 1 are transparent without a
+    look."""
     geo = (clip, wnrm, uv, tris, tri_mat)
     mats = (mat_base_color, mat_texture, mat_uv_transform, mat_alpha_mode, mat_alpha_cutoff,
             mat_shading, mat_shade_color, mat_toony, mat_shift)  # fmt: skip
@@ -736,27 +740,33 @@ def _shade_cpu_kernel(
     bands = (max_lh + CPU_BAND_ROWS - 1) // CPU_BAND_ROWS
     for item in prange(n * bands):
         s = item // bands
-        y0 = (item - s * bands) * CPU_BAND_ROWS
         lh = s_lh[s]
-        if y0 >= lh:
+        r0 = s_dirty[s, 0]
+        r1 = s_dirty[s, 2]
+        y0 = max((item - s * bands) * CPU_BAND_ROWS, s_dirty[s, 1])
+        y1 = min((item - s * bands) * CPU_BAND_ROWS + CPU_BAND_ROWS, s_dirty[s, 3], lh)
+        if y0 >= y1 or r0 >= r1:
             continue
         lw = s_lw[s]
         lbase = s_lbase[s]
         ses = (s_vbase[s], s_tbase[s], s_obase[s], lbase)
         light = _session_light(s_light, s)
-        # extents (a: row y - 1, b: row y, c: row y + 1); (lw, 0) is empty
+        # extents of the content in columns [e0, e1) (one beyond the rect each side) of
+        # rows a: y - 1, b: y, c: y + 1; (lw, 0) is empty
+        e0 = max(r0 - 1, 0)
+        e1 = min(r1 + 1, lw)
         a0, a1 = lw, 0
         if y0 > 0:
-            a0, a1 = _row_extent(vis_opaque, vis_blend, lbase + (y0 - 1) * lw, lw)
-        b0, b1 = _row_extent(vis_opaque, vis_blend, lbase + y0 * lw, lw)
-        for y in range(y0, min(y0 + CPU_BAND_ROWS, lh)):
+            a0, a1 = _row_extent(vis_opaque, vis_blend, lbase + (y0 - 1) * lw, e0, e1)
+        b0, b1 = _row_extent(vis_opaque, vis_blend, lbase + y0 * lw, e0, e1)
+        for y in range(y0, y1):
             c0, c1 = lw, 0
             if y + 1 < lh:
-                c0, c1 = _row_extent(vis_opaque, vis_blend, lbase + (y + 1) * lw, lw)
-            x0 = max(min(a0, b0, c0) - 1, 0)
-            x1 = min(max(a1, b1, c1) + 1, lw)
-            _shade_row(y, x0, x1, lw, lh, geo, mats, texs, ses, light, vis_opaque, vis_blend,
-                       rgba)  # fmt: skip
+                c0, c1 = _row_extent(vis_opaque, vis_blend, lbase + (y + 1) * lw, e0, e1)
+            x0 = max(min(a0, b0, c0) - 1, r0)
+            x1 = min(max(a1, b1, c1) + 1, r1)
+            _shade_row(y, x0, x1, r0, r1, lw, lh, geo, mats, texs, ses, light, vis_opaque,
+                       vis_blend, rgba)  # fmt: skip
             a0, a1, b0, b1 = b0, b1, c0, c1
 
 
@@ -770,14 +780,19 @@ def shade_cpu(
     s_vbase: np.ndarray, s_tbase: np.ndarray, s_obase: np.ndarray, s_light: np.ndarray,
     s_lw: np.ndarray, s_lh: np.ndarray, s_lbase: np.ndarray,
     vis_opaque: np.ndarray, vis_blend: np.ndarray, rgba: np.ndarray,
+    s_dirty: np.ndarray | None = None,
 ) -> None:  # fmt: skip
     """Shade sessions 0..n-1 into `rgba` [*,4] u8 (CPU, parallel over session rows).
 
     `max_lw`/`max_lh` bound every s_lw/s_lh of the batch (the launch extent). `tex_pixels`
-    must hold at least one element even when no material is textured.
+    must hold at least one element even when no material is textured. With `s_dirty`
+    [N,4] (kernels/damage.py) only those rects of the layers are written; without it the
+    whole layers.
     """
     if n <= 0:
         return
+    if s_dirty is None:
+        s_dirty = full_layers(s_lw, s_lh, n)
     _shade_cpu_kernel(
         n, max_lw, max_lh,
         clip, wnrm, uv, tris, tri_mat,
@@ -785,7 +800,7 @@ def shade_cpu(
         mat_shading, mat_shade_color, mat_toony, mat_shift,
         tex_pixels, tex_offset, tex_size,
         s_vbase, s_tbase, s_obase, s_light, s_lw, s_lh, s_lbase,
-        vis_opaque, vis_blend, rgba,
+        vis_opaque, vis_blend, rgba, s_dirty,
     )  # fmt: skip
 
 
@@ -814,7 +829,7 @@ def _shade_cuda_kernel():
         mat_shading, mat_shade_color, mat_toony, mat_shift,
         tex_pixels, tex_offset, tex_size,
         s_vbase, s_tbase, s_obase, s_light, s_lw, s_lh, s_lbase,
-        vis_opaque, vis_blend, rgba,
+        vis_opaque, vis_blend, rgba, s_dirty,
     ):  # fmt: skip
         x, y = cuda.grid(2)
         s = cuda.blockIdx.z
@@ -823,6 +838,8 @@ def _shade_cuda_kernel():
         lw = s_lw[s]
         lh = s_lh[s]
         if x >= lw or y >= lh:
+            return
+        if x < s_dirty[s, 0] or y < s_dirty[s, 1] or x >= s_dirty[s, 2] or y >= s_dirty[s, 3]:
             return
         geo = (clip, wnrm, uv, tris, tri_mat)
         mats = (mat_base_color, mat_texture, mat_uv_transform, mat_alpha_mode,
@@ -845,11 +862,15 @@ def shade_cuda(
     tex_pixels, tex_offset, tex_size,
     s_vbase, s_tbase, s_obase, s_light, s_lw, s_lh, s_lbase,
     vis_opaque, vis_blend, rgba,
+    s_dirty=None,
     stream=0,
 ) -> None:  # fmt: skip
-    """Shade on CUDA: one thread per layer pixel, grid (x, y, session); arrays on device."""
+    """Shade on CUDA: one thread per layer pixel, grid (x, y, session); arrays on device.
+    Only pixels inside `s_dirty` (as on the CPU) are written."""
     if n <= 0:
         return
+    if s_dirty is None:
+        s_dirty = full_layers_device(s_lw, s_lh, n)
     bx, by, _ = CUDA_BLOCK
     grid = ((max_lw + bx - 1) // bx, (max_lh + by - 1) // by, n)
     _shade_cuda_kernel()[grid, CUDA_BLOCK, stream](
@@ -859,5 +880,5 @@ def shade_cuda(
         mat_shading, mat_shade_color, mat_toony, mat_shift,
         tex_pixels, tex_offset, tex_size,
         s_vbase, s_tbase, s_obase, s_light, s_lw, s_lh, s_lbase,
-        vis_opaque, vis_blend, rgba,
+        vis_opaque, vis_blend, rgba, s_dirty,
     )  # fmt: skip

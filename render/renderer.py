@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from avatarfarm.kernels import composite, deform, raster, shade
+from avatarfarm.kernels import composite, damage, deform, raster, shade
 from avatarfarm.kernels.backend import resolve_backend
 
 from .arena import Arena, grow
@@ -57,9 +57,18 @@ class Renderer:
     """Batched renderer over one backend; see the module docstring for the API."""
 
     def __init__(
-        self, device: str = "auto", *, enforce_label: bool = False, label_text: str | None = None
+        self,
+        device: str = "auto",
+        *,
+        enforce_label: bool = False,
+        label_text: str | None = None,
+        incremental: bool = True,
     ) -> None:
+        """`incremental`: redo only the part of each frame whose geometry moved since the
+        slot's last frame (kernels/damage.py; the result is the same bytes as a full
+        redraw); False redraws every layer whole (for comparison)."""
         self.backend = resolve_backend(device)
+        self.incremental = incremental
         self.enforce_label = enforce_label
         self.label_text = label_text
         self.pool = MeshPool()
@@ -67,6 +76,7 @@ class Renderer:
         self._free_slots: list[int] = []
         self._frames = Arena()
         self._backgrounds = Arena()
+        self._history = Arena(np.float32)  # per slot: its last frame's vertices, 8 floats each
         self._overlays_stale = True
         self._background_version = 0
         cap = 0
@@ -79,6 +89,7 @@ class Renderer:
         self._slot_dirty = np.zeros(cap, bool)
         self._slot_tick = np.zeros(cap, np.int64)
         self._slot_ov = np.zeros((cap, 2), np.int32)  # start, count in the overlay table
+        self._slot_hist = np.zeros((cap, 2), np.int64)  # history row, vertex count
         self._rows = _Rows()
         self._scratch = _Scratch()
         self._device = None if self.backend == "cpu" else _DeviceMirror()
@@ -124,6 +135,11 @@ class Renderer:
         slot = self._free_slots.pop() if self._free_slots else self._new_slot()
         size = width * height * 3 // 2
         frame_base = self._frames.alloc(size)
+        vertices = int(self.pool.ranges[avatar_index, 1])
+        self._slot_hist[slot] = (
+            self._history.alloc(HISTORY_WIDTH * vertices) // HISTORY_WIDTH,
+            vertices,
+        )
         self._slots[slot] = _Slot(
             avatar_index, width, height, fps, scene, compiled, frame_base, 0, 0, 0
         )
@@ -144,6 +160,8 @@ class Renderer:
     def close(self, slot: int) -> None:
         state = self._slot(slot)
         self._frames.free(state.frame_base, state.width * state.height * 3 // 2)
+        row, vertices = self._slot_hist[slot]
+        self._history.free(int(row) * HISTORY_WIDTH, int(vertices) * HISTORY_WIDTH)
         self._backgrounds.free(state.bg_base, state.bg_size * state.bg_frames)
         self._slots[slot] = None
         self._free_slots.append(slot)
@@ -192,16 +210,18 @@ class Renderer:
         scratch = self._scratch.ensure(rows, self.pool.has_blend)
         if self._device is None:
             self._launch(
-                CPU_KERNELS, self.pool, rows, scratch, self._ov,
-                self._backgrounds.data, self._frames.data, n,
+                CPU_KERNELS, self.pool, rows, scratch, self._ov, self._backgrounds.data,
+                self._frames.data, self._history.data.reshape(-1, HISTORY_WIDTH), n,
             )  # fmt: skip
         else:
             self._device.render(self, rows, scratch, n)
         self._slot_dirty[slots] = self._slot_bg[slots, 2] > 1  # video backgrounds redraw all
         self._slot_tick[slots] += 1
 
-    def _launch(self, k: _Kernels, p, rows, scratch, o, backgrounds, frames, n: int) -> None:
-        """The four stages, one launch each for the whole batch; host or device arrays."""
+    def _launch(
+        self, k: _Kernels, p, rows, scratch, o, backgrounds, frames, history, n: int
+    ) -> None:
+        """The stages, one launch each for the whole batch; host or device arrays."""
         h = self._rows  # launch extents are host integers
         with self._stage("deform"):
             k.deform(
@@ -209,11 +229,17 @@ class Renderer:
                 p.morph_dnrm, p.skin_slot, p.skin_weight, rows.vbase, rows.vcount, rows.obase,
                 rows.weights, rows.palette, rows.viewproj, n, scratch.clip, scratch.wnrm,
             )  # fmt: skip
+        with self._stage("damage"):
+            k.damage(
+                scratch.clip, scratch.wnrm, history, scratch.moved, p.tris, rows.tbase,
+                rows.tcount, rows.obase, rows.vcount, rows.hbase, rows.full, rows.lx, rows.ly,
+                rows.lw, rows.lh, n, rows.dirty, rows.rect, rows.box,
+            )  # fmt: skip
         with self._stage("raster"):
             k.raster(
                 scratch.clip, p.tris, p.tri_mat, p.mat_alpha_mode, p.mat_double_sided,
                 rows.tbase, rows.tcount, rows.obase, rows.lw, rows.lh, rows.lbase, n,
-                scratch.vis_opaque, scratch.vis_blend,
+                scratch.vis_opaque, scratch.vis_blend, True, rows.dirty,
             )  # fmt: skip
         with self._stage("shade"):
             k.shade(
@@ -222,7 +248,7 @@ class Renderer:
                 p.mat_alpha_cutoff, p.mat_shading, p.mat_shade_color, p.mat_toony, p.mat_shift,
                 p.tex_pixels, p.tex_offset, p.tex_size, rows.vbase, rows.tbase, rows.obase,
                 rows.light, rows.lw, rows.lh, rows.lbase, scratch.vis_opaque, scratch.vis_blend,
-                scratch.rgba,
+                scratch.rgba, rows.dirty,
             )  # fmt: skip
         with self._stage("composite"):
             k.composite(
@@ -251,6 +277,7 @@ class Renderer:
         self._slot_dirty = grow(self._slot_dirty, need)
         self._slot_tick = grow(self._slot_tick, need)
         self._slot_ov = grow(self._slot_ov, need)
+        self._slot_hist = grow(self._slot_hist, need)
         return slot
 
     def compile(self, scene: Scene, width: int, height: int, fps: float = 30.0) -> CompiledScene:
@@ -327,19 +354,24 @@ class Renderer:
 
 class _Kernels(NamedTuple):
     deform: object
+    damage: object
     raster: object
     shade: object
     composite: object
 
 
 CPU_KERNELS = _Kernels(
-    deform.deform_cpu, raster.raster_cpu, shade.shade_cpu, composite.composite_cpu
-)
+    deform.deform_cpu, damage.damage_cpu, raster.raster_cpu, shade.shade_cpu,
+    composite.composite_cpu,
+)  # fmt: skip
 CUDA_KERNELS = _Kernels(
-    deform.deform_cuda, raster.raster_cuda, shade.shade_cuda, composite.composite_cuda
-)
+    deform.deform_cuda, damage.damage_cuda, raster.raster_cuda, shade.shade_cuda,
+    composite.composite_cuda,
+)  # fmt: skip
+HISTORY_WIDTH = 8
+"""Floats per vertex in a slot's history (kernels/damage.py): clip xyzw, normal xyz, spare."""
 OVERLAY_FIELDS = ("x", "y", "w", "h", "base", "opacity", "z", "pixels")
-SCRATCH_FIELDS = ("clip", "wnrm", "vis_opaque", "vis_blend", "rgba")
+SCRATCH_FIELDS = ("clip", "wnrm", "moved", "vis_opaque", "vis_blend", "rgba")
 
 
 @dataclass
@@ -398,6 +430,8 @@ class _Rows:
         self.rect[:n, 2] = np.where(dirty, self.fw[:n], self.lx[:n] + self.lw[:n])
         self.rect[:n, 3] = np.where(dirty, self.fh[:n], self.ly[:n] + self.lh[:n])
         self.viewproj[:n] = r._slot_viewproj[slots]
+        self.hbase[:n] = r._slot_hist[slots, 0]
+        self.full[:n] = dirty | (not r.incremental)
         ov = r._slot_ov[slots]
         self.ov_start[:n], self.ov_count[:n] = ov[:, 0], ov[:, 1]
         self.weights[:n] = 0.0
@@ -415,8 +449,9 @@ class _Rows:
         i64 = lambda *shape: np.zeros((capacity, *shape), np.int64)  # noqa: E731
         self.vbase, self.vcount, self.tbase, self.tcount, self.obase = (i32() for _ in range(5))
         self.lx, self.ly, self.lw, self.lh, self.fw, self.fh = (i32() for _ in range(6))
-        self.lbase, self.fbase, self.bgbase = i64(), i64(), i64()
-        self.rect = i32(4)
+        self.lbase, self.fbase, self.bgbase, self.hbase = i64(), i64(), i64(), i64()
+        self.rect, self.dirty, self.box = i32(4), i32(4), i32(4)
+        self.full = np.zeros(capacity, np.uint8)
         self.ov_start, self.ov_count = i32(), i32()
         self.weights = np.zeros((capacity, max(max_targets, 1)), np.float32)
         self.palette = np.zeros((capacity, PALETTE_SLOTS, 3, 4), np.float32)
@@ -430,6 +465,7 @@ class _Scratch:
     def __init__(self) -> None:
         self.clip = np.zeros((0, 4), np.float32)
         self.wnrm = np.zeros((0, 3), np.float32)
+        self.moved = np.zeros(0, np.uint8)
         self.vis_opaque = np.zeros(0, np.uint64)
         self.vis_blend = np.zeros(0, np.uint64)
         self.rgba = np.zeros((0, 4), np.uint8)
@@ -439,6 +475,7 @@ class _Scratch:
         one (kernels/__init__.py), which saves its memory and its clearing."""
         v, px = max(rows.total_vertices, 1), max(rows.total_pixels, 1)
         self.clip, self.wnrm = grow(self.clip, v), grow(self.wnrm, v)
+        self.moved = grow(self.moved, v)
         self.vis_opaque = grow(self.vis_opaque, px)
         if not blend:
             self.vis_blend = self.vis_opaque
@@ -469,7 +506,7 @@ class _DeviceMirror:
     ROW_FIELDS = (
         "vbase", "vcount", "tbase", "tcount", "obase", "lx", "ly", "lw", "lh", "fw", "fh",
         "lbase", "fbase", "bgbase", "rect", "ov_start", "ov_count", "weights", "palette",
-        "viewproj", "light",
+        "viewproj", "light", "hbase", "full", "dirty", "box",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -526,10 +563,23 @@ class _DeviceMirror:
             device_scratch.vis_blend = device_scratch.vis_opaque
         r._launch(
             CUDA_KERNELS, self.pool, device_rows, device_scratch, self.overlays,
-            self.arrays["backgrounds"], self.arrays["frames"], n,
+            self.arrays["backgrounds"], self.arrays["frames"], self._history(r), n,
         )  # fmt: skip
         with r._stage("download"):
             self.arrays["frames"].copy_to_host(frames)
+
+    def _history(self, r: Renderer):
+        """The slots' vertex history lives only on the device (the kernels keep it); when
+        the host arena grows, the device copy grows with it, keeping its rows."""
+        rows = r._history.data.shape[0] // HISTORY_WIDTH
+        dev = self.arrays.get("history")
+        if dev is None or dev.shape[0] != rows:
+            bigger = self.cuda.device_array((rows, HISTORY_WIDTH), np.float32)
+            if dev is not None:
+                keep = min(rows, dev.shape[0])
+                bigger[:keep].copy_to_device(dev[:keep])
+            self.arrays["history"] = dev = bigger
+        return dev
 
 
 def _mirror(put, prefix: str, source, fields) -> SimpleNamespace:

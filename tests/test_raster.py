@@ -25,7 +25,7 @@ from kernel_fixtures import (
     vis_ids,
 )
 
-from avatarfarm.kernels.raster import clear_vis_cpu, raster_cpu
+from avatarfarm.kernels.raster import RASTER_MARGIN, clear_vis_cpu, raster_cpu
 
 SUB = 256  # sub-pixel units per pixel (8 bits)
 
@@ -443,6 +443,7 @@ def test_translucent_only_mesh_goes_to_the_blend_layer(alpha):
 
 
 def test_result_does_not_depend_on_the_cpu_row_bands():
+    from avatarfarm.kernels.damage import full_layers
     from avatarfarm.kernels.raster import _raster_cpu_kernel
 
     mesh = sphere_mesh(10, 14, radius=0.9)
@@ -458,7 +459,32 @@ def test_result_does_not_depend_on_the_cpu_row_bands():
         vo = np.zeros_like(b.vis_opaque)
         vb = np.zeros_like(b.vis_blend)
         n_bands = -(-37 // band)
-        _raster_cpu_kernel(*raster_args(b)[:12], band, n_bands, True, vo, vb)
+        dirty = full_layers(b.s_lw, b.s_lh, 2)
+        _raster_cpu_kernel(*raster_args(b)[:12], band, n_bands, True, vo, vb, dirty)
         np.testing.assert_array_equal(vo, b.vis_opaque)
         np.testing.assert_array_equal(vb, b.vis_blend)
     assert (b.vis_blend != EMPTY).sum() > 20
+
+
+def test_a_dirty_rect_limits_raster_to_it_and_its_margin():
+    """Inside the shade rect plus RASTER_MARGIN the words equal a whole-layer raster;
+    outside it (and in a session with an empty rect) nothing is touched."""
+    from kernel_fixtures import run_deform_raster_cpu
+
+    mesh = sphere_mesh(10, 14, radius=0.9)
+    vp = camera((0.4, 0.3, 2.5), (0, 0, 0), 40, 37)
+    b = pack([mesh], [Session(0, 40, 37, viewproj=vp), Session(0, 23, 30, viewproj=vp)])
+    run_deform_raster_cpu(b)
+    dirty = np.array([[10, 8, 30, 20], [0, 0, 0, 0]], np.int32)
+    vo = np.zeros_like(b.vis_opaque)
+    vb = np.zeros_like(b.vis_blend)
+    raster_cpu(*raster_args(b)[:12], vo, vb, True, dirty)
+    lw, lh = 40, 37
+    region = np.zeros((lh, lw), bool)
+    m = RASTER_MARGIN
+    region[8 - m : 20 + m, 10 - m : 30 + m] = True
+    full = b.vis_opaque[: lw * lh].reshape(lh, lw)
+    got = vo[: lw * lh].reshape(lh, lw)
+    np.testing.assert_array_equal(got[region], full[region])
+    assert (got[~region] == 0).all() and (vo[lw * lh :] == 0).all()
+    assert (full[region] != EMPTY).sum() > 50  # the region holds part of the sphere
