@@ -9,6 +9,7 @@ Starts `python -m avatarfarm.server.serve` on a loopback port (CPU renderer, x26
    idle HTTP vs 100 requests/s of GET /v1/sessions (target: p99 moves by <= 5 ms).
 
 Run: python bench/bench_server.py [--sessions 6] [--size 1280x720] [--fps 30] [--seconds 20]
+     [--preset veryfast]  (the server's x264_preset: faster presets leave more CPU to render)
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ def main() -> None:
     parser.add_argument("--fps", type=int, default=30)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--rate", type=float, default=100.0)
+    parser.add_argument("--preset", default="veryfast", help="the server's x264_preset")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
     port = _port()
@@ -74,6 +76,7 @@ def main() -> None:
         **os.environ, "AVATARFARM_API_KEYS": f"bench:{KEY}", "AVATARFARM_DEVICE": "cpu",
         "AVATARFARM_DATA_DIR": workdir, "AVATARFARM_FRAME_COST_MS": "0.01",
         "AVATARFARM_TENANT_MAX_SESSIONS": str(args.sessions + 1),
+        "AVATARFARM_X264_PRESET": args.preset,
     }  # fmt: skip
     proc = subprocess.Popen(
         [sys.executable, "-m", "avatarfarm.server.serve", "--port", str(port)],
@@ -121,7 +124,8 @@ def main() -> None:
         made = r1 - r0
         drop_pct = 100.0 * (d1 - d0) / max(1, made + d1 - d0)
         quiet, loaded = _p99(h0, h1), _p99(h1, h2)
-        print(f"# server bench: {args.sessions} x {width}x{height}@{args.fps} x264, "
+        print(f"# server bench: {args.sessions} x {width}x{height}@{args.fps} x264 "
+              f"{args.preset}, "
               f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M')}")  # fmt: skip
         print(f"frames rendered {made} of {expected:.0f} due; dropped {drop_pct:.2f} %"
               f" (target < 1 %)")  # fmt: skip

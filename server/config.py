@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from .stream.settings import X264_PRESETS
+
 ENV_PREFIX = "AVATARFARM_"
 
 
@@ -44,6 +46,7 @@ class Settings:
     jpeg_quality: int = 80
     enforce_label: bool = True
     label_text: str | None = None
+    x264_preset: str = "veryfast"  # every x264 stream's; faster presets fit more sessions
 
     @property
     def max_upload_bytes(self) -> int:
@@ -113,6 +116,10 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
             return float(value)
         if name in ("label_text", "admin_key"):
             return str(value)
+        if name == "x264_preset":
+            if value not in X264_PRESETS:
+                raise ValueError(f"must be one of {', '.join(X264_PRESETS)}")
+            return value
         if isinstance(default, bool):
             return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
         return type(default)(value)

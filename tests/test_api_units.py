@@ -36,11 +36,21 @@ def test_settings_precedence_file_env_overrides(tmp_path: Path):
 
 @pytest.mark.parametrize(
     "env",
-    [{"AVATARFARM_API_KEYS": "t1"}, {"AVATARFARM_API_KEYS": "t1:short"}, {"AVATARFARM_PORT": "x"}],
+    [
+        {"AVATARFARM_API_KEYS": "t1"},
+        {"AVATARFARM_API_KEYS": "t1:short"},
+        {"AVATARFARM_PORT": "x"},
+        {"AVATARFARM_X264_PRESET": "placebo"},
+    ],
 )
 def test_bad_settings_are_named(env):
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match=next(iter(env))[len("AVATARFARM_") :].lower()):
         load_settings(env=env)
+
+
+def test_x264_preset_is_a_server_setting():
+    assert load_settings(env={}).x264_preset == "veryfast"
+    assert load_settings(env={"AVATARFARM_X264_PRESET": "ultrafast"}).x264_preset == "ultrafast"
 
 
 def test_unknown_setting_in_file_is_an_error(tmp_path: Path):

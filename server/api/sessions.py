@@ -167,8 +167,10 @@ def _check_label(state: ServerState, enabled: bool) -> None:
 def _pipeline(state: ServerState, session: Session) -> StreamPipeline:
     """Blocking (opens the encoder): runs in a worker thread, never on the engine."""
     v = session.spec.video
-    settings = VideoSettings(bitrate_kbps=v.bitrate_kbps, encoder=v.encoder, nvenc_codec=v.codec)
     s = state.settings
+    settings = VideoSettings(
+        bitrate_kbps=v.bitrate_kbps, encoder=v.encoder, nvenc_codec=v.codec, preset=s.x264_preset
+    )
     pipeline = StreamPipeline(
         session.id, v.width, v.height, v.fps, settings,
         hls_root=s.hls_root, recordings_root=s.recordings_root,
