@@ -229,10 +229,10 @@ def make_raster_math(jit, store, jit_sub=None):
     @jit
     def raster_sub(
         x0, y0, z0, w0, x1, y1, z1, w1, x2, y2, z2, w2,
-        tid, double_sided, blend, y_lo, y_hi, x_lo, x_hi, lw, lh, lbase, vis_opaque,
-        vis_blend,
+        tid, double_sided, blend, y_lo, y_hi, x_lo, x_hi, lw, lh, lbase, vis_opaque, vis_blend,
     ):  # fmt: skip
-        """Rasterize one (possibly clipped) clip-space triangle into rows [y_lo, y_hi)."""
+        """Rasterize one (possibly clipped) clip-space triangle into rows [y_lo, y_hi),
+        columns [x_lo, x_hi)."""
         X0, Y0, zd0, ok0 = snap_vertex(x0, y0, z0, w0, lw, lh)
         X1, Y1, zd1, ok1 = snap_vertex(x1, y1, z1, w1, lw, lh)
         X2, Y2, zd2, ok2 = snap_vertex(x2, y2, z2, w2, lw, lh)
@@ -252,36 +252,31 @@ def make_raster_math(jit, store, jit_sub=None):
     @jit
     def clip_one(
         xa, ya, za, wa, da, xb, yb, zb, wb, db, xc, yc, zc, wc, dc,
-        tid, double_sided, blend, y_lo, y_hi, x_lo, x_hi, lw, lh, lbase, vis_opaque,
-        vis_blend,
+        tid, double_sided, blend, y_lo, y_hi, x_lo, x_hi, lw, lh, lbase, vis_opaque, vis_blend,
     ):  # fmt: skip
         """a inside, b and c behind the near plane: the triangle (a, ab, ac)."""
         xab, yab, zab, wab = near_point(xa, ya, za, wa, da, xb, yb, zb, wb, db)
         xac, yac, zac, wac = near_point(xa, ya, za, wa, da, xc, yc, zc, wc, dc)
         raster_sub(
             xa, ya, za, wa, xab, yab, zab, wab, xac, yac, zac, wac,
-            tid, double_sided, blend, y_lo, y_hi, x_lo, x_hi, lw, lh, lbase, vis_opaque,
-        vis_blend,
+            tid, double_sided, blend, y_lo, y_hi, x_lo, x_hi, lw, lh, lbase, vis_opaque, vis_blend,
         )  # fmt: skip
 
     @jit
     def clip_two(
         xa, ya, za, wa, da, xb, yb, zb, wb, db, xc, yc, zc, wc, dc,
-        tid, double_sided, blend, y_lo, y_hi, x_lo, x_hi, lw, lh, lbase, vis_opaque,
-        vis_blend,
+        tid, double_sided, blend, y_lo, y_hi, x_lo, x_hi, lw, lh, lbase, vis_opaque, vis_blend,
     ):  # fmt: skip
         """a and b inside, c behind the near plane: the quad (a, b, bc, ca) as 2 triangles."""
         xbc, ybc, zbc, wbc = near_point(xb, yb, zb, wb, db, xc, yc, zc, wc, dc)
         xca, yca, zca, wca = near_point(xa, ya, za, wa, da, xc, yc, zc, wc, dc)
         raster_sub(
             xa, ya, za, wa, xb, yb, zb, wb, xbc, ybc, zbc, wbc,
-            tid, double_sided, blend, y_lo, y_hi, x_lo, x_hi, lw, lh, lbase, vis_opaque,
-        vis_blend,
+            tid, double_sided, blend, y_lo, y_hi, x_lo, x_hi, lw, lh, lbase, vis_opaque, vis_blend,
         )  # fmt: skip
         raster_sub(
             xa, ya, za, wa, xbc, ybc, zbc, wbc, xca, yca, zca, wca,
-            tid, double_sided, blend, y_lo, y_hi, x_lo, x_hi, lw, lh, lbase, vis_opaque,
-        vis_blend,
+            tid, double_sided, blend, y_lo, y_hi, x_lo, x_hi, lw, lh, lbase, vis_opaque, vis_blend,
         )  # fmt: skip
 
     @jit
@@ -301,21 +296,18 @@ def make_raster_math(jit, store, jit_sub=None):
     @jit
     def unclipped_projected(
         a, b, c, x0, y0, z0, w0, x1, y1, z1, w1, x2, y2, z2, w2, fxy, fz,
-        tid, double_sided, blend, y_lo, y_hi, x_lo, x_hi, lw, lh, lbase, vis_opaque,
-        vis_blend,
+        tid, double_sided, blend, y_lo, y_hi, x_lo, x_hi, lw, lh, lbase, vis_opaque, vis_blend,
     ):  # fmt: skip
         """An unclipped triangle, projected and snapped here (fxy, fz unused)."""
         raster_sub(
             x0, y0, z0, w0, x1, y1, z1, w1, x2, y2, z2, w2,
-            tid, double_sided, blend, y_lo, y_hi, x_lo, x_hi, lw, lh, lbase, vis_opaque,
-        vis_blend,
+            tid, double_sided, blend, y_lo, y_hi, x_lo, x_hi, lw, lh, lbase, vis_opaque, vis_blend,
         )  # fmt: skip
 
     @jit
     def unclipped_snapped(
         a, b, c, x0, y0, z0, w0, x1, y1, z1, w1, x2, y2, z2, w2, fxy, fz,
-        tid, double_sided, blend, y_lo, y_hi, x_lo, x_hi, lw, lh, lbase, vis_opaque,
-        vis_blend,
+        tid, double_sided, blend, y_lo, y_hi, x_lo, x_hi, lw, lh, lbase, vis_opaque, vis_blend,
     ):  # fmt: skip
         """An unclipped triangle whose vertices `snap_vertices` already snapped (fxy [V,2]
         fixed-point x, y or SNAP_INVALID, fz [V] depth): each vertex is shared by ~6."""
@@ -397,45 +389,45 @@ def make_raster_math(jit, store, jit_sub=None):
                 unclipped(
                     a, b, c, x0, y0, z0, w0, x1, y1, z1, w1, x2, y2, z2, w2, fxy, fz,
                     tid, double_sided, blend, y_lo, y_hi, x_lo, x_hi, lw, lh, lbase, vis_opaque,
-        vis_blend,
+                    vis_blend,
                 )  # fmt: skip
             elif n_in == 1:  # rotate (keeping the winding) so that the inside vertex comes first
                 if in0:
                     clip_one(
                         x0, y0, z0, w0, d0, x1, y1, z1, w1, d1, x2, y2, z2, w2, d2,
                         tid, double_sided, blend, y_lo, y_hi, x_lo, x_hi, lw, lh, lbase, vis_opaque,
-        vis_blend,
+                        vis_blend,
                     )  # fmt: skip
                 elif in1:
                     clip_one(
                         x1, y1, z1, w1, d1, x2, y2, z2, w2, d2, x0, y0, z0, w0, d0,
                         tid, double_sided, blend, y_lo, y_hi, x_lo, x_hi, lw, lh, lbase, vis_opaque,
-        vis_blend,
+                        vis_blend,
                     )  # fmt: skip
                 else:
                     clip_one(
                         x2, y2, z2, w2, d2, x0, y0, z0, w0, d0, x1, y1, z1, w1, d1,
                         tid, double_sided, blend, y_lo, y_hi, x_lo, x_hi, lw, lh, lbase, vis_opaque,
-        vis_blend,
+                        vis_blend,
                     )  # fmt: skip
             elif n_in == 2:  # rotate so that the outside vertex comes last
                 if not in2:
                     clip_two(
                         x0, y0, z0, w0, d0, x1, y1, z1, w1, d1, x2, y2, z2, w2, d2,
                         tid, double_sided, blend, y_lo, y_hi, x_lo, x_hi, lw, lh, lbase, vis_opaque,
-        vis_blend,
+                        vis_blend,
                     )  # fmt: skip
                 elif not in0:
                     clip_two(
                         x1, y1, z1, w1, d1, x2, y2, z2, w2, d2, x0, y0, z0, w0, d0,
                         tid, double_sided, blend, y_lo, y_hi, x_lo, x_hi, lw, lh, lbase, vis_opaque,
-        vis_blend,
+                        vis_blend,
                     )  # fmt: skip
                 else:
                     clip_two(
                         x2, y2, z2, w2, d2, x0, y0, z0, w0, d0, x1, y1, z1, w1, d1,
                         tid, double_sided, blend, y_lo, y_hi, x_lo, x_hi, lw, lh, lbase, vis_opaque,
-        vis_blend,
+                        vis_blend,
                     )  # fmt: skip
 
         return raster_tri
