@@ -15,6 +15,7 @@ from typing import Any
 from .stream.settings import X264_PRESETS
 
 ENV_PREFIX = "AVATARFARM_"
+MAX_LATENESS_LIMIT_MS = 10_000.0  # beyond this a stall is an outage, not lateness
 
 
 class ConfigError(ValueError):
@@ -39,6 +40,7 @@ class Settings:
     max_frame_pixels: int = 3840 * 2160
     command_queue_size: int = 256
     drain_timeout_s: float = 20.0
+    max_lateness_ms: float = 100.0  # a frame later than this is dropped (server/engine.py)
     capacity_budget: float = 0.8  # fraction of the engine thread a full load may use
     capacity_probe: bool = True  # measure the cost per frame (and compile kernels) at start
     frame_cost_ms: float | None = None  # pins the cost of a 1280x720 frame (no measuring)
@@ -116,6 +118,11 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
             return float(value)
         if name in ("label_text", "admin_key"):
             return str(value)
+        if name == "max_lateness_ms":
+            ms = float(value)
+            if not 0.0 <= ms <= MAX_LATENESS_LIMIT_MS:
+                raise ValueError(f"must be between 0 and {MAX_LATENESS_LIMIT_MS:g} ms")
+            return ms
         if name == "x264_preset":
             if value not in X264_PRESETS:
                 raise ValueError(f"must be one of {', '.join(X264_PRESETS)}")

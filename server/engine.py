@@ -10,9 +10,13 @@ Host work per session per tick is vectorized over persistent per-row arrays (row
 reused, arrays grow by doubling); Python loops run only over sessions with an encoder,
 or over the rare sessions that change state this tick.
 
-A late tick does not shift the timeline: the frames a session missed are counted as
-dropped and its previous frame is submitted again under their indices (a few at most; the
-pipeline's queue drops the rest) before the new one, so the output stays CFR.
+A late tick does not shift the timeline. A frame up to `max_lateness` seconds past its due
+time is still rendered (the loop then runs back to back until it has caught up): a live
+stream's timestamps are CFR by frame index and its viewers sit seconds behind, so a
+short stall on a busy host costs a little latency instead of a visible repeat (GStreamer's
+`max-lateness` of a sink, the same idea). Frames later than that are counted as dropped
+and the session's previous frame is submitted again under their indices (a few at most;
+the pipeline's queue drops the rest) before the new one, so the output stays CFR.
 
 Live input (server/drivers/): every session has a PoseBank slot (and the IdleBank slot of
 the same number) that drivers write from their own threads. A tick that renders anything
@@ -52,6 +56,7 @@ log = logging.getLogger(__name__)
 
 K = len(VOCABULARY)
 MAX_REPEATS = 2  # repeated frames submitted per late tick; more would only fill the queue
+MAX_LATENESS_S = 0.1  # a frame later than this past its due time is dropped
 POSE_SLOTS = 256  # concurrent sessions with a pose slot (PoseBank capacity)
 INPUT_ACTIVE_S = 0.5  # an input this recent fades idle life out and lip-sync off
 FACE_SOURCES = frozenset({"websocket", "vmc", "livelink"})  # capture that owns the mouth
@@ -89,8 +94,10 @@ class Engine:
         on_tick: Callable[[float, float, int], None] | None = None,
         name: str = "engine",
         pose_slots: int = POSE_SLOTS,
+        max_lateness: float = MAX_LATENESS_S,
     ) -> None:
         self.renderer = renderer
+        self.max_lateness = max_lateness
         self.name = name
         self.clock = clock
         self.on_tick = on_tick  # (render seconds, megapixels rendered, frames) -> cost model
@@ -100,6 +107,7 @@ class Engine:
         self.tick_errors = 0
         self.tick_buckets = np.zeros(len(TICK_BUCKETS) + 1, np.int64)
         self.tick_seconds = 0.0
+        self.lag_seconds = 0.0  # how far behind its due time the last tick's oldest frame was
         self.render_seconds = 0.0  # time inside Renderer.render; the rest is bookkeeping
         self.totals = {"frames_rendered": 0, "frames_dropped": 0}  # of sessions that ended
         self._commands: queue.Queue[tuple[Callable[[], Any], Future]] = queue.Queue(queue_size)
@@ -317,8 +325,12 @@ class Engine:
         if due.size == 0:
             return
         fps = r.fps[due]
-        latest = np.floor((now - r.t0[due]) * fps + 1e-6).astype(np.int64)
-        latest = np.maximum(latest, r.next_index[due])
+        self.lag_seconds = float(now - r.next_due[due].min())
+        # the frame each due session renders now: its next one, unless that is more than
+        # max_lateness late; then the oldest one that is not, the ones before it dropped
+        newest = np.floor((now - r.t0[due]) * fps + 1e-6)
+        oldest = np.ceil((now - self.max_lateness - r.t0[due]) * fps - 1e-6)
+        latest = np.maximum(np.minimum(oldest, newest).astype(np.int64), r.next_index[due])
         missed = latest - r.next_index[due]
         r.dropped[due] += missed
         has_pipe = r.piped[due]

@@ -50,6 +50,12 @@ class EngineCollector(Collector):
             value=frames["frames_dropped"],
         )
         yield _tick_histogram(engine)
+        yield GaugeMetricFamily(
+            "avatarfarm_engine_lag_seconds",
+            "How far past its due time the oldest frame of the last tick was (frames later "
+            "than max_lateness_ms are dropped)",
+            value=engine.lag_seconds,
+        )
         yield CounterMetricFamily(
             "avatarfarm_render_seconds", "Time inside Renderer.render", value=engine.render_seconds
         )

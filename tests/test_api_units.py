@@ -41,6 +41,9 @@ def test_settings_precedence_file_env_overrides(tmp_path: Path):
         {"AVATARFARM_API_KEYS": "t1:short"},
         {"AVATARFARM_PORT": "x"},
         {"AVATARFARM_X264_PRESET": "placebo"},
+        {"AVATARFARM_MAX_LATENESS_MS": "-1"},
+        {"AVATARFARM_MAX_LATENESS_MS": "nan"},
+        {"AVATARFARM_MAX_LATENESS_MS": "1e9"},
     ],
 )
 def test_bad_settings_are_named(env):
@@ -51,6 +54,11 @@ def test_bad_settings_are_named(env):
 def test_x264_preset_is_a_server_setting():
     assert load_settings(env={}).x264_preset == "veryfast"
     assert load_settings(env={"AVATARFARM_X264_PRESET": "ultrafast"}).x264_preset == "ultrafast"
+
+
+def test_max_lateness_is_a_server_setting():
+    assert load_settings(env={}).max_lateness_ms == 100.0
+    assert load_settings(env={"AVATARFARM_MAX_LATENESS_MS": "0"}).max_lateness_ms == 0.0
 
 
 def test_unknown_setting_in_file_is_an_error(tmp_path: Path):

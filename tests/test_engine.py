@@ -68,6 +68,7 @@ def _snapshot(engine: Engine, session: Session) -> np.ndarray:
 
 
 def test_cfr_frames_and_late_tick_counts_drops_and_repeats(engine, avatar):
+    engine.max_lateness = 0.0  # every frame past its due time is dropped
     s = _session(fps=10, encoder="x264")
     pipe = _pipeline(s, queue_frames=8)  # room for all 4 submits, however slow the encoder
     try:
@@ -82,6 +83,31 @@ def test_cfr_frames_and_late_tick_counts_drops_and_repeats(engine, avatar):
         assert pipe.stats()["frames_in"] == 4  # 0, repeat 1, repeat 2, 3
         assert engine._rows.next_index[s.row] == 4
         assert engine._rows.next_due[s.row] == pytest.approx(t0 + 0.4)
+    finally:
+        pipe.close(2.0)
+
+
+def test_frames_within_max_lateness_are_rendered_late_and_the_rest_dropped(engine, avatar):
+    """A stall shorter than max_lateness costs latency, not frames: the missed frames are
+    rendered one per tick, back to back, in order; beyond it only the excess is dropped."""
+    engine.max_lateness = 0.15
+    s = _session(fps=10, encoder="x264")
+    pipe = _pipeline(s, queue_frames=16)
+    try:
+        _open(engine, s, avatar, pipe)
+        t0 = engine._rows.t0[s.row]
+        engine.tick(t0)  # frame 0
+        engine.tick(t0 + 0.25)  # frames 1 and 2 are due, 1 is 0.15 s late: still rendered
+        assert engine.frame_counters(s) == {"frames_rendered": 2, "frames_dropped": 0}
+        assert engine.lag_seconds == pytest.approx(0.15)
+        assert engine._rows.next_due[s.row] == pytest.approx(t0 + 0.2)  # due: no waiting
+        engine.tick(t0 + 0.26)  # frame 2, caught up with
+        engine.tick(t0 + 0.27)  # frame 3 is not due yet
+        assert engine.frame_counters(s) == {"frames_rendered": 3, "frames_dropped": 0}
+        engine.tick(t0 + 0.9)  # frames 3..9 due: 3..7 are more than 0.15 s late
+        assert engine.frame_counters(s) == {"frames_rendered": 4, "frames_dropped": 5}
+        assert engine._rows.next_index[s.row] == 9
+        assert pipe.stats()["frames_in"] == 6  # 0, 1, 2, repeats of 3 and 4 (MAX_REPEATS), 8
     finally:
         pipe.close(2.0)
 

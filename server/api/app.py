@@ -73,6 +73,7 @@ def create_app(
         queue_size=settings.command_queue_size,
         pose_slots=settings.max_sessions,
         on_tick=refine,
+        max_lateness=settings.max_lateness_ms / 1000,
     )
     uploads = MediaStore(settings.data_dir / "media", settings.max_upload_bytes)
     state = ServerState(
