@@ -10,6 +10,8 @@ Starts `python -m avatarfarm.server.serve` on a loopback port (CPU renderer, x26
 
 Run: python bench/bench_server.py [--sessions 6] [--size 1280x720] [--fps 30] [--seconds 20]
      [--preset veryfast]  (the server's x264_preset: faster presets leave more CPU to render)
+The server's other settings come from the environment as usual (e.g.
+AVATARFARM_MAX_LATENESS_MS, how late a frame may be rendered before it is dropped).
 """
 
 from __future__ import annotations
@@ -49,6 +51,15 @@ def _p99(before: list[tuple[float, float]], after: list[tuple[float, float]]) ->
         if cumulative >= 0.99 * total:
             return le
     return float("inf")
+
+
+def _lag_samples(client: httpx.Client, out: list[float], stop: threading.Event) -> None:
+    """The engine's lag gauge every 0.2 s (how late the oldest frame of a tick was)."""
+    pattern = r"^avatarfarm_engine_lag_seconds (\S+)$"
+    while not stop.wait(0.2):
+        found = re.search(pattern, client.get("/metrics").text, re.MULTILINE)
+        if found:
+            out.append(float(found.group(1)))
 
 
 def _load(client: httpx.Client, rate: float, stop: threading.Event) -> None:
@@ -110,7 +121,13 @@ def main() -> None:
 
         r0, d0, e0 = counters()
         h0 = _histogram(client.get("/metrics").text)
+        lags: list[float] = []
+        stop_lag = threading.Event()
+        sampler = threading.Thread(target=_lag_samples, args=(client, lags, stop_lag))
+        sampler.start()
         time.sleep(args.seconds)
+        stop_lag.set()
+        sampler.join()
         r1, d1, e1 = counters()
         h1 = _histogram(client.get("/metrics").text)
         stop = threading.Event()
@@ -130,6 +147,11 @@ def main() -> None:
         print(f"frames rendered {made} of {expected:.0f} due; dropped {drop_pct:.2f} %"
               f" (target < 1 %): {e1 - e0} not rendered in time, "
               f"{d1 - d0 - (e1 - e0)} dropped by full encoder queues")  # fmt: skip
+        if lags:
+            median = sorted(lags)[len(lags) // 2]
+            print(f"engine lag (sampled every 0.2 s): median {1000 * median:.0f} ms, max "
+                  f"{1000 * max(lags):.0f} ms; frames later than the server's max_lateness_ms "
+                  f"are dropped")  # fmt: skip
         print(f"p99 tick: {quiet * 1000:.1f} ms idle HTTP, {loaded * 1000:.1f} ms at "
               f"{args.rate:.0f} req/s (bucket upper bounds; target: +<= 5 ms)")  # fmt: skip
     finally:
