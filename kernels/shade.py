@@ -720,7 +720,9 @@ def _shade_row(
 
 # No exception paths in the hot loop; no NRT: the kernel allocates nothing, and with NRT
 # numba inc/decrefs every array an inlined helper binds (atomics: 15% of the time).
-@cpu_kernel(error_model="numpy", _nrt=False)
+# fastmath "contract" only: a * b + c may become one fused multiply-add (what CUDA does
+# by default), 7 % fewer cycles here; no reassociation or approximate divides.
+@cpu_kernel(error_model="numpy", _nrt=False, fastmath={"contract"})
 def _shade_cpu_kernel(
     n, max_lw, max_lh,
     clip, wnrm, uv, tris, tri_mat,
