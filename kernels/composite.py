@@ -233,15 +233,16 @@ _rect_of_cpu = _cpu.rect_of
 
 
 @cpu_device
-def _layer_span(rgba, lw, lh, lbase, yy):
-    """[first, last + 1) of the pixels of layer row yy with alpha > 0 (first >= last: none)."""
+def _layer_span(rgba, lw, lh, lbase, yy, c0, c1):
+    """[first, last + 1) of the pixels with alpha > 0 among columns [c0, c1) of layer row
+    yy (first >= last: none)."""
     if yy < 0 or yy >= lh:
         return 0, 0
     row = lbase + yy * lw
-    first = 0
-    while first < lw and rgba[row + first, 3] == 0:
+    first = max(c0, 0)
+    last = min(c1, lw)
+    while first < last and rgba[row + first, 3] == 0:
         first += 1
-    last = lw
     while last > first and rgba[row + last - 1, 3] == 0:
         last -= 1
     return first, last
@@ -299,8 +300,9 @@ def _composite_cpu_kernel(
         lbase = s_lbase[s]
         lx = s_lx[s]
         ly = s_ly[s]
-        f0, l0 = _layer_span(rgba, lw, lh, lbase, fy - ly)
-        f1, l1 = _layer_span(rgba, lw, lh, lbase, fy + 1 - ly)
+        # only the rect's columns matter: the span is clipped to them below
+        f0, l0 = _layer_span(rgba, lw, lh, lbase, fy - ly, x0 - lx, x1 - lx)
+        f1, l1 = _layer_span(rgba, lw, lh, lbase, fy + 1 - ly, x0 - lx, x1 - lx)
         if f0 >= l0:
             f0, l0 = f1, l1
         elif f1 < l1:

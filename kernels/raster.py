@@ -81,9 +81,11 @@ def make_raster_math(jit, store, jit_sub=None):
     """The per-triangle raster math, compiled with `jit`; `store(buf, i, word)` keeps the
     minimum of buf[i] and word (a plain compare on the CPU, an atomic min on CUDA).
 
-    `jit_sub` compiles the pixel loop (`raster_fixed`, on snapped vertices, called from 6
-    places): on the CPU it is an ordinary call, everything around it is inlined (see
-    `_cpu_function`). Returns (band_planes, raster_tri, raster_tri_snapped, snap_vertices):
+    `jit_sub` compiles the pixel loop (`raster_fixed`, on snapped vertices) for the 6 call
+    sites of near-plane-clipped triangles: on the CPU an ordinary call (see `_cpu_function`).
+    Unclipped triangles, nearly all of them, use a copy compiled with `jit` (inlined: the
+    call passed ~40 words and cost as much as a small triangle's pixels).
+    Returns (band_planes, raster_tri, raster_tri_snapped, snap_vertices):
     both raster functions take the same arguments and differ only in unclipped triangles:
     CUDA uses raster_tri (each thread projects its triangle's vertices; fxy, fz unused);
     the CPU kernel snaps each vertex once (snap_vertices) and uses raster_tri_snapped."""
@@ -127,8 +129,7 @@ def make_raster_math(jit, store, jit_sub=None):
             return np.int64(-1)
         return np.int64(1 << 40)
 
-    @(jit_sub or jit)
-    def raster_fixed(
+    def raster_fixed_py(
         X0, Y0, zd0, X1, Y1, zd1, X2, Y2, zd2,
         tid, double_sided, blend, y_lo, y_hi, x_lo, x_hi, lw, lbase, vis_opaque, vis_blend,
     ):  # fmt: skip
@@ -208,7 +209,7 @@ def make_raster_math(jit, store, jit_sub=None):
                 if depth < zero:
                     depth = zero
                 bits = np.uint64(np.float32(depth).view(np.uint32))
-                i = row + x
+                i = np.uint64(row + x)  # unsigned: no negative-index wraparound per pixel
                 word = (bits << shift) | tid
                 if blend:
                     ok = ok & (bits < (vis_opaque[i] >> shift))
@@ -225,6 +226,9 @@ def make_raster_math(jit, store, jit_sub=None):
             r0 += sy0
             r1 += sy1
             r2 += sy2
+
+    raster_fixed = (jit_sub or jit)(raster_fixed_py)
+    raster_fixed_hot = jit(raster_fixed_py)
 
     @jit
     def raster_sub(
@@ -305,29 +309,14 @@ def make_raster_math(jit, store, jit_sub=None):
         )  # fmt: skip
 
     @jit
-    def unclipped_snapped(
+    def unclipped_dropped(
         a, b, c, x0, y0, z0, w0, x1, y1, z1, w1, x2, y2, z2, w2, fxy, fz,
         tid, double_sided, blend, y_lo, y_hi, x_lo, x_hi, lw, lh, lbase, vis_opaque, vis_blend,
     ):  # fmt: skip
-        """An unclipped triangle whose vertices `snap_vertices` already snapped (fxy [V,2]
-        fixed-point x, y or SNAP_INVALID, fz [V] depth): each vertex is shared by ~6."""
-        X0 = np.int64(fxy[a, 0])
-        X1 = np.int64(fxy[b, 0])
-        X2 = np.int64(fxy[c, 0])
-        if X0 == SNAP_INVALID or X1 == SNAP_INVALID or X2 == SNAP_INVALID:
-            return
-        Y0 = np.int64(fxy[a, 1])
-        Y1 = np.int64(fxy[b, 1])
-        Y2 = np.int64(fxy[c, 1])
-        # Back faces and degenerate triangles (raster_fixed's own test) rejected before the
-        # call: about half of a closed mesh, and the call passes 18 arguments.
-        area = (X1 - X0) * (Y2 - Y0) - (Y1 - Y0) * (X2 - X0)
-        if area == 0 or (area > 0 and not double_sided):
-            return
-        raster_fixed(
-            X0, Y0, fz[a], X1, Y1, fz[b], X2, Y2, fz[c],
-            tid, double_sided, blend, y_lo, y_hi, x_lo, x_hi, lw, lbase, vis_opaque, vis_blend,
-        )  # fmt: skip
+        """raster_tri_snapped's fallback for a triangle in front of the near plane with a
+        vertex that did not snap (w <= W_EPSILON or beyond the guard band): dropped, as
+        raster_sub drops it."""
+        return
 
     def make_tri(unclipped):
         """Triangle t of session s, in pass `blend` (0 opaque, 1 mask/blend), rows
@@ -434,17 +423,61 @@ def make_raster_math(jit, store, jit_sub=None):
 
     @jit
     def snap_vertices(v_lo, v_hi, lw, lh, clip, fxy, fz):
-        """snap_vertex for vertices [v_lo, v_hi) of the clip buffer into fxy, fz."""
+        """snap_vertex for vertices [v_lo, v_hi) of the clip buffer into fxy, fz; a vertex
+        behind the near plane is marked SNAP_INVALID too (its triangles need clipping)."""
         for v in range(v_lo, v_hi):
             X, Y, zd, ok = snap_vertex(clip[v, 0], clip[v, 1], clip[v, 2], clip[v, 3], lw, lh)
-            if ok:
+            if ok and clip[v, 2] + clip[v, 3] >= 0:
                 fxy[v, 0] = np.int32(X)
                 fxy[v, 1] = np.int32(Y)
                 fz[v] = zd
             else:
                 fxy[v, 0] = SNAP_INVALID
 
-    return band_planes, make_tri(unclipped_projected), make_tri(unclipped_snapped), snap_vertices
+    raster_tri_clipped = make_tri(unclipped_dropped)
+
+    @jit
+    def raster_tri_snapped(
+        s, t, blend, y_lo, y_hi, x_lo, x_hi, a_lo, a_hi, a_xl, a_xr, clip, tris, tri_mat,
+        mat_alpha_mode, mat_double_sided, s_tbase, s_obase, s_lw, s_lh, s_lbase,
+        vis_opaque, vis_blend, fxy, fz,
+    ):  # fmt: skip
+        """raster_tri on snapped vertices: a triangle whose three vertices snapped (in
+        front of the near plane, w > 0, inside the guard band; nearly all) goes straight
+        to the pixel loop in integers, the others through raster_tri's clipping."""
+        g = s_tbase[s] + t
+        m = tri_mat[g]
+        if (mat_alpha_mode[m] != 0) != (blend != 0):
+            return
+        o = s_obase[s]
+        a = o + tris[g, 0]
+        b = o + tris[g, 1]
+        c = o + tris[g, 2]
+        X0 = np.int64(fxy[a, 0])
+        X1 = np.int64(fxy[b, 0])
+        X2 = np.int64(fxy[c, 0])
+        if X0 == SNAP_INVALID or X1 == SNAP_INVALID or X2 == SNAP_INVALID:
+            raster_tri_clipped(
+                s, t, blend, y_lo, y_hi, x_lo, x_hi, a_lo, a_hi, a_xl, a_xr, clip, tris,
+                tri_mat, mat_alpha_mode, mat_double_sided, s_tbase, s_obase, s_lw, s_lh,
+                s_lbase, vis_opaque, vis_blend, fxy, fz,
+            )  # fmt: skip
+            return
+        Y0 = np.int64(fxy[a, 1])
+        Y1 = np.int64(fxy[b, 1])
+        Y2 = np.int64(fxy[c, 1])
+        # Back faces and degenerate triangles (about half of a closed mesh) rejected here.
+        double_sided = mat_double_sided[m] != 0
+        area = (X1 - X0) * (Y2 - Y0) - (Y1 - Y0) * (X2 - X0)
+        if area == 0 or (area > 0 and not double_sided):
+            return
+        raster_fixed_hot(
+            X0, Y0, fz[a], X1, Y1, fz[b], X2, Y2, fz[c],
+            np.uint64(t + 1), double_sided, blend, y_lo, y_hi, x_lo, x_hi, s_lw[s],
+            s_lbase[s], vis_opaque, vis_blend,
+        )  # fmt: skip
+
+    return band_planes, make_tri(unclipped_projected), raster_tri_snapped, snap_vertices
 
 
 @cpu_device
@@ -452,11 +485,12 @@ def _store_cpu(buf, i, word):
     buf[i] = min(word, buf[i])
 
 
-_cpu_function = numba.njit(cache=True, nogil=True, fastmath=False)
-"""The CPU pixel loop (`raster_fixed`) is an ordinary call: cpu_device's IR-level
-inline="always" would copy it into its 6 call sites and made the first compile take
-minutes. The per-triangle code around it is inlined into the kernel's loop (an ordinary call
-passing ~10 arrays costs more than rejecting a triangle)."""
+_cpu_function = numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy", _nrt=False)
+"""The CPU pixel loop for clipped triangles (`raster_fixed`) is an ordinary call:
+cpu_device's IR-level inline="always" would copy it into its 6 call sites and made the
+first compile take minutes. No NRT: it allocates nothing, and NRT would inc/decref both
+visibility arrays on every call. The per-triangle code around it, and the pixel loop of
+unclipped triangles, are inlined into the kernel's loop."""
 
 _band_planes_cpu, _, _raster_tri_cpu, _snap_vertices_cpu = make_raster_math(
     cpu_device, _store_cpu, _cpu_function
