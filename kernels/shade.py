@@ -131,7 +131,8 @@ def make_shade_math(jit) -> SimpleNamespace:
 
         Returns (edges, front, mat, tex, nrm): edges[e] = (A, B, C, ok) of the edge opposite
         vertex e (ok: both its vertices at w > 0), front = the facing, mat = (r, g, b, a,
-        alpha mode, cutoff, shading, shade r, g, b, the MToon band as linstep_range, shift),
+        alpha mode, cutoff, shading, shade r, g, b, the MToon band in n.l: lower edge, 1 /
+        width (linstep_range), upper edge),
         tex = (texture, offset, w, h, the three uvs, the uv transform's 6 terms), nrm = the
         three world normals. Floats are widened to float64 exactly, so the per-pixel math
         matches evaluating it from the arrays directly.
@@ -155,13 +156,17 @@ def make_shade_math(jit) -> SimpleNamespace:
             (float(a2), float(b2), float(c2), ok2),
         )
         m = tri_mat[g]
+        # MToon's band over n.l + shift, moved to n.l: [band_lo, band_hi], 1 / its width
         t_lo, t_inv = linstep_range(-1.0 + mat_toony[m], 1.0 - mat_toony[m])
+        shift = float(mat_shift[m])
+        band_lo = t_lo - shift
+        band_hi = (1.0 - mat_toony[m]) - shift
         mat = (
             float(mat_base_color[m, 0]), float(mat_base_color[m, 1]),
             float(mat_base_color[m, 2]), float(mat_base_color[m, 3]),
             mat_alpha_mode[m], float(mat_alpha_cutoff[m]), mat_shading[m],
             float(mat_shade_color[m, 0]), float(mat_shade_color[m, 1]),
-            float(mat_shade_color[m, 2]), t_lo, t_inv, float(mat_shift[m]),
+            float(mat_shade_color[m, 2]), band_lo, t_inv, band_hi,
         )  # fmt: skip
         k = mat_texture[m]
         tex = (k, np.int64(0), np.int64(1), np.int64(1), (0.0,) * 6, (0.0,) * 6)
@@ -306,11 +311,32 @@ def make_shade_math(jit) -> SimpleNamespace:
         )
 
     @jit
+    def at_least(dot, nn2, c):
+        """dot / sqrt(nn2) >= c for nn2 > 0, by comparing squares (no sqrt, no divide)."""
+        if c >= 0.0:
+            return dot >= 0.0 and dot * dot >= c * c * nn2
+        return dot >= 0.0 or dot * dot <= c * c * nn2
+
+    @jit
+    def toon_band(dot, nn2, lo, inv, hi):
+        """MToon's linstep of n.l = dot / sqrt(nn2) (0 when nn2 is not > 0) over [lo, hi],
+        a step at lo when inv is 0. Outside the band the answer is 0 or 1 from comparing
+        squares, so the sqrt and the divide run only for the pixels inside it (the light's
+        terminator: a few percent of them)."""
+        if not nn2 > 0.0:
+            return linstep(lo, inv, 0.0)
+        if not at_least(dot, nn2, lo):
+            return 0.0
+        if inv == 0.0 or at_least(dot, nn2, hi):
+            return 1.0
+        return linstep(lo, inv, dot / math.sqrt(nn2))
+
+    @jit
     def shade_fragment(st, nx, ny, clamp_bary, tex_pixels, light):
         """Straight linear (r, g, b, alpha, kept) of the triangle set up in `st` at NDC
         (nx, ny)."""
         edges, front, mat, tex, nrm = st
-        r, g, b, a, mode, cutoff, shading, shr, shg, shb, t_lo, t_inv, shift = mat
+        r, g, b, a, mode, cutoff, shading, shr, shg, shb, band_lo, band_inv, band_hi = mat
         k, tbase, tw, th, uvs, uvt = tex
         lx, ly, lz, ambient = light
         b0, b1, b2, total = weights(edges, nx, ny)
@@ -357,18 +383,19 @@ def make_shade_math(jit) -> SimpleNamespace:
         wx = nrm[0] * b0 + nrm[3] * b1 + nrm[6] * b2
         wy = nrm[1] * b0 + nrm[4] * b1 + nrm[7] * b2
         wz = nrm[2] * b0 + nrm[5] * b1 + nrm[8] * b2
-        nn = math.sqrt(wx * wx + wy * wy + wz * wz)
-        ndotl = 0.0
-        if nn > 0.0:
-            ndotl = (wx * lx + wy * ly + wz * lz) / nn
-            if front == (total < 0.0):  # a back face, or weights with a negative sum
-                ndotl = -ndotl
+        nn2 = wx * wx + wy * wy + wz * wz
+        dot = wx * lx + wy * ly + wz * lz  # n.l = dot / sqrt(nn2), 0 when nn2 is not > 0
+        if front == (total < 0.0):  # a back face, or weights with a negative sum
+            dot = -dot
         if shading == SHADING_MTOON:
-            tt = linstep(t_lo, t_inv, ndotl + shift)
+            tt = toon_band(dot, nn2, band_lo, band_inv, band_hi)
             sr = shr * tr
             sg = shg * tg
             sb = shb * tb
             return sr + (r - sr) * tt, sg + (g - sg) * tt, sb + (b - sb) * tt, a, True
+        ndotl = 0.0
+        if nn2 > 0.0:
+            ndotl = dot / math.sqrt(nn2)
         f = ambient + (1.0 - ambient) * max(ndotl, 0.0)
         return r * f, g * f, b * f, a, True
 

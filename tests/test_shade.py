@@ -270,6 +270,35 @@ def test_mtoon_soft_when_not_toony():
     assert np.all(np.diff(row) >= 0)
 
 
+@pytest.mark.parametrize("toony, shift", [(0.5, 0.2), (0.9, -0.3), (0.0, 0.0), (1.0, 0.25)])
+def test_mtoon_band_matches_formula_at_every_angle(toony, shift):
+    """The toon step compared with the spec's linstep over n.l + shift, for n.l from -1 to 1
+    and normals of several lengths (the kernel compares squares instead of normalising)."""
+    base, shade = (0.9, 0.8, 0.7), (0.1, 0.2, 0.3)
+    m = material(color=(*base, 1.0), shading=MTOON, shade_color=shade, toony=toony, shift=shift)
+    angles = np.linspace(0.0, np.pi, 61)
+    lengths = (0.37, 1.0, 3.0)
+    sessions = [
+        flat_mesh(FULL_QUAD, QUAD_TRIS, normal=(k * np.cos(a), 0.0, k * np.sin(a)),
+                  light=(1.0, 0.0, 0.0, 0.3), lw=4, lh=4)
+        for a in angles for k in lengths
+    ]  # fmt: skip
+    b = make_batch(sessions, [m])
+    run_shade(b)
+    ndotl = np.repeat(np.cos(angles).astype(np.float32).astype(np.float64), len(lengths))
+    lo, hi = -1.0 + toony, 1.0 - toony
+    t = ndotl + shift
+    if hi - lo <= 1e-6:
+        tt = (t >= lo).astype(np.float64)
+    else:
+        tt = np.clip((t - lo) / (hi - lo), 0.0, 1.0)
+    want = srgb_code(np.asarray(shade) + (np.asarray(base) - shade) * tt[:, None])
+    got = np.array([layer(b, i)[2, 2, :3] for i in range(len(sessions))]).astype(int)
+    near_step = np.abs(t - lo) < 1e-5 if hi - lo <= 1e-6 else np.zeros(len(t), bool)
+    assert np.abs(got - want)[~near_step].max() <= 1
+    assert (tt > 0).any() and (tt < 1).any()  # both tones appear
+
+
 # ----------------------------------------------------------------------------- texture
 
 
