@@ -322,7 +322,7 @@ def make_shade_math(jit) -> SimpleNamespace:
         """MToon's linstep of n.l = dot / sqrt(nn2) (0 when nn2 is not > 0) over [lo, hi],
         a step at lo when inv is 0. Outside the band the answer is 0 or 1 from comparing
         squares, so the sqrt and the divide run only for the pixels inside it (the light's
-        terminator: a few percent of them)."""
+        terminator)."""
         if not nn2 > 0.0:
             return linstep(lo, inv, 0.0)
         if not at_least(dot, nn2, lo):
