@@ -318,6 +318,14 @@ def make_raster_math(jit, store, jit_sub=None):
         raster_sub drops it."""
         return
 
+    @jit
+    def tri_rows(s, t, tris, tri_mat, s_tbase, s_obase):
+        """Triangle t of session s: its material and the rows of its three vertices in the
+        clip buffer."""
+        g = s_tbase[s] + t
+        o = s_obase[s]
+        return tri_mat[g], o + tris[g, 0], o + tris[g, 1], o + tris[g, 2]
+
     def make_tri(unclipped):
         """Triangle t of session s, in pass `blend` (0 opaque, 1 mask/blend), rows
         [y_lo, y_hi) and columns [x_lo, x_hi) of its layer (band_planes gives a_lo, a_hi,
@@ -330,14 +338,9 @@ def make_raster_math(jit, store, jit_sub=None):
             mat_alpha_mode, mat_double_sided, s_tbase, s_obase, s_lw, s_lh, s_lbase,
             vis_opaque, vis_blend, fxy, fz,
         ):  # fmt: skip
-            g = s_tbase[s] + t
-            m = tri_mat[g]
+            m, a, b, c = tri_rows(s, t, tris, tri_mat, s_tbase, s_obase)
             if (mat_alpha_mode[m] != 0) != (blend != 0):
                 return
-            o = s_obase[s]
-            a = o + tris[g, 0]
-            b = o + tris[g, 1]
-            c = o + tris[g, 2]
             x0 = clip[a, 0]
             y0 = clip[a, 1]
             z0 = clip[a, 2]
@@ -445,14 +448,9 @@ def make_raster_math(jit, store, jit_sub=None):
         """raster_tri on snapped vertices: a triangle whose three vertices snapped (in
         front of the near plane, w > 0, inside the guard band; nearly all) goes straight
         to the pixel loop in integers, the others through raster_tri's clipping."""
-        g = s_tbase[s] + t
-        m = tri_mat[g]
+        m, a, b, c = tri_rows(s, t, tris, tri_mat, s_tbase, s_obase)
         if (mat_alpha_mode[m] != 0) != (blend != 0):
             return
-        o = s_obase[s]
-        a = o + tris[g, 0]
-        b = o + tris[g, 1]
-        c = o + tris[g, 2]
         X0 = np.int64(fxy[a, 0])
         X1 = np.int64(fxy[b, 0])
         X2 = np.int64(fxy[c, 0])
