@@ -31,20 +31,22 @@ class ServerState:
     draining: bool = False
 
 
-def server(request: Request) -> ServerState:
+# The dependencies are `async def` although they never await: FastAPI runs a plain `def`
+# dependency on its thread pool, a thread hop per request that the engine's ticks pay for.
+async def server(request: Request) -> ServerState:
     return request.app.state.server
 
 
 _bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <API key>")
 
 
-def caller(
+async def caller(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     """The tenant (or admin) behind the request's bearer key; 401 without a valid one."""
     header = request.headers.get("authorization") if credentials else None
-    principal = server(request).keys.authenticate(header)
+    principal = request.app.state.server.keys.authenticate(header)
     if principal is None:
         raise ApiError(
             401, "missing or invalid API key", "Authorization",
@@ -53,7 +55,7 @@ def caller(
     return principal
 
 
-def admin(principal: Annotated[Principal, Depends(caller)]) -> Principal:
+async def admin(principal: Annotated[Principal, Depends(caller)]) -> Principal:
     if not principal.admin:
         raise ApiError(403, "this route needs the admin key", "Authorization")
     return principal
