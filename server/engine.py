@@ -10,6 +10,13 @@ Host work per session per tick is vectorized over persistent per-row arrays (row
 reused, arrays grow by doubling); Python loops run only over sessions with an encoder,
 or over the rare sessions that change state this tick.
 
+Sessions of the same frame rate share ticks: a session's frame 0 is due at the next point
+of its rate's engine-wide grid (k / fps on the engine clock), not at the moment it opened,
+so 30 fps sessions opened at any times render in the same ticks (and 60 fps ones in every
+other of them). Batches stay as large as the session count allows: on the CPU a tick of
+six sessions costs less per frame than two ticks of three, and on a GPU launches per
+second stay independent of how many sessions there are.
+
 A late tick does not shift the timeline. A frame up to `max_lateness` seconds past its due
 time is still rendered (the loop then runs back to back until it has caught up): a live
 stream's timestamps are CFR by frame index and its viewers sit seconds behind, so a
@@ -31,6 +38,7 @@ holds it; input coming back restores the session's own scene.
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
@@ -57,6 +65,7 @@ log = logging.getLogger(__name__)
 K = len(VOCABULARY)
 MAX_REPEATS = 2  # repeated frames submitted per late tick; more would only fill the queue
 MAX_LATENESS_S = 0.1  # a frame later than this past its due time is dropped
+DUE_SLACK_S = 0.0005  # due this soon is due now (30 and 60 fps grid points differ by rounding)
 POSE_SLOTS = 256  # concurrent sessions with a pose slot (PoseBank capacity)
 INPUT_ACTIVE_S = 0.5  # an input this recent fades idle life out and lip-sync off
 FACE_SOURCES = frozenset({"websocket", "vmc", "livelink"})  # capture that owns the mouth
@@ -282,7 +291,7 @@ class Engine:
                 self._next_supervise = now + SUPERVISE_S
                 self._supervise()
             wait = self._rows.next_due_in(self.clock())
-            if wait > 0:
+            if wait > DUE_SLACK_S:
                 self._wait_command(min(wait, 0.1))
 
     def _wait_command(self, timeout: float) -> None:
@@ -322,14 +331,14 @@ class Engine:
         start = time.perf_counter()
         if self._operator_rows:
             self._presence()
-        due = np.flatnonzero(r.next_due[:n] <= now)
+        due = np.flatnonzero(r.next_due[:n] <= now + DUE_SLACK_S)
         if due.size == 0:
             return
         fps = r.fps[due]
-        self.lag_seconds = float(now - r.next_due[due].min())
+        self.lag_seconds = max(0.0, float(now - r.next_due[due].min()))
         # the frame each due session renders now: its next one, unless that is more than
         # max_lateness late; then the oldest one that is not, the ones before it dropped
-        newest = np.floor((now - r.t0[due]) * fps + 1e-6)
+        newest = np.floor((now + DUE_SLACK_S - r.t0[due]) * fps)
         oldest = np.ceil((now - self.max_lateness - r.t0[due]) * fps - 1e-6)
         latest = np.maximum(np.minimum(oldest, newest).astype(np.int64), r.next_index[due])
         missed = latest - r.next_index[due]
@@ -711,7 +720,8 @@ class _Rows:
             self.used += 1
             if row >= self.capacity:
                 self._grow(max(16, 2 * self.capacity))
-        self.t0[row], self.fps[row], self.next_index[row], self.next_due[row] = now, fps, 0, now
+        t0 = math.ceil(now * fps - 1e-6) / fps  # the next point of this rate's grid
+        self.t0[row], self.fps[row], self.next_index[row], self.next_due[row] = t0, fps, 0, t0
         self.slot[row], self.pixels[row] = slot, pixels
         self.rendered[row] = self.dropped[row] = self.encode_errors[row] = 0
         return row
