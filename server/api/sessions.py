@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import hashlib
 import logging
 from typing import Annotated, Any
@@ -207,6 +208,13 @@ async def _engine(future: Any) -> Any:
         raise ApiError(503, "engine did not answer in time", headers={"Retry-After": "5"}) from None
 
 
+@functools.lru_cache(maxsize=1024)
+def _spec_dict(spec: Any) -> dict[str, Any]:
+    """A frozen spec as a dict, made once per distinct spec: `asdict` deep-copies every time,
+    and session listings are what dashboards poll."""
+    return dataclasses.asdict(spec)
+
+
 def view(state: ServerState, session: Session) -> dict[str, Any]:
     """The public face of a session: masked URLs, counters, the last error."""
     stream = session.pipeline.stats() if session.pipeline is not None else None
@@ -240,8 +248,8 @@ def view(state: ServerState, session: Session) -> dict[str, Any]:
         "id": session.id,
         "state": session.state.value,
         "avatar": session.spec.avatar,
-        "video": dataclasses.asdict(v),
-        "driver": dataclasses.asdict(session.spec.driver),
+        "video": _spec_dict(v),
+        "driver": _spec_dict(session.spec.driver),
         "outputs": outputs,
         "stats": stats,
         "error": session.error,
