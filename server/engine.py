@@ -13,9 +13,9 @@ or over the rare sessions that change state this tick.
 Sessions of the same frame rate share ticks: a session's frame 0 is due at the next point
 of its rate's engine-wide grid (k / fps on the engine clock), not at the moment it opened,
 so 30 fps sessions opened at any times render in the same ticks (and 60 fps ones in every
-other of them). Batches stay as large as the session count allows: on the CPU a tick of
-six sessions costs less per frame than two ticks of three, and on a GPU launches per
-second stay independent of how many sessions there are.
+other of them). On a GPU that keeps launches per second independent of the session count
+and batches as large as it allows; ticks start on time instead of queueing behind other
+sessions' phases (bench/results_server.md: the same CPU use, engine lag 0 ms).
 
 A late tick does not shift the timeline. A frame up to `max_lateness` seconds past its due
 time is still rendered (the loop then runs back to back until it has caught up): a live

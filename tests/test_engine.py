@@ -6,7 +6,6 @@ and drop accounting are checked exactly, without depending on this machine's spe
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from pathlib import Path
@@ -113,24 +112,27 @@ def test_frames_within_max_lateness_are_rendered_late_and_the_rest_dropped(engin
         pipe.close(2.0)
 
 
-def test_sessions_opened_apart_share_ticks_on_their_rates_grid(engine, avatar):
+def test_sessions_opened_apart_share_ticks_on_their_rates_grid(avatar):
     """Frame 0 waits for the rate's grid point, so every tick batches all sessions due."""
-    first = _open(engine, _session(fps=30), avatar)
-    time.sleep(0.012)  # opened 12 ms apart: their own phases would differ
-    second = _open(engine, _session(fps=30), avatar)
-    fast = _open(engine, _session(fps=60), avatar)
-    r = engine._rows
-    rows = [first.row, second.row, fast.row]
-    grid = r.t0[rows] * r.fps[rows]
-    np.testing.assert_allclose(grid, np.round(grid), atol=1e-6)
-    batches: list[int] = []
-    engine.on_tick = lambda seconds, megapixels, rendered: batches.append(rendered)
-    start = math.ceil(r.t0[rows].max() * 30 - 1e-6) / 30  # a point of the 30 fps grid
-    for ms in range(1000):  # a tick every millisecond for one second of clock
-        engine.tick(start + ms / 1000)
-    assert batches[0] == 3  # the first tick renders everything due up to now
-    assert batches[1:] == [1, 3] * 29 + [1]  # 60 fps alone, then all three together
-    assert engine.frame_counters(first)["frames_dropped"] == 0
+    now = [100.005]
+    engine = Engine(Renderer("cpu"), clock=lambda: now[0])
+    try:
+        first = _open(engine, _session(fps=30), avatar)
+        now[0] = 100.017  # opened 12 ms apart: their own phases would differ
+        second = _open(engine, _session(fps=30), avatar)
+        now[0] = 100.021
+        fast = _open(engine, _session(fps=60), avatar)
+        r = engine._rows
+        rows = [first.row, second.row, fast.row]
+        np.testing.assert_allclose(r.t0[rows], 3001 / 30)  # the next 30 and 60 fps grid point
+        batches: list[int] = []
+        engine.on_tick = lambda seconds, megapixels, rendered: batches.append(rendered)
+        for ms in range(1000):  # a tick every millisecond for one second of clock
+            engine.tick(3001 / 30 + ms / 1000)
+        assert batches == [3, 1] * 30  # all three together, then 60 fps alone
+        assert engine.frame_counters(first)["frames_dropped"] == 0
+    finally:
+        engine.stop(2.0)
 
 
 def test_sessions_with_different_fps_are_due_at_their_own_rate(engine, avatar):
