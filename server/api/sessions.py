@@ -210,8 +210,8 @@ async def _engine(future: Any) -> Any:
 
 @functools.lru_cache(maxsize=1024)
 def _spec_dict(spec: Any) -> dict[str, Any]:
-    """A frozen spec as a dict, made once per distinct spec: `asdict` deep-copies every time,
-    and session listings are what dashboards poll."""
+    """A frozen spec as a dict, made once per distinct spec (shared: read it, never change
+    it): `asdict` deep-copies every time, and session listings are what dashboards poll."""
     return dataclasses.asdict(spec)
 
 
