@@ -2,7 +2,8 @@
 
 Per session, only inside `s_rect[s]` = (x0, y0, x1, y1) (widened to even bounds, clipped
 to the frame): every other byte of the persistent frame buffer is left untouched. Work item
-= one 2x2 luma block (one CUDA thread; on the CPU a `prange` over (session, block row)).
+= one 2x2 luma block (one CUDA thread; on the CPU, (session, block row) items that the
+threads claim, kernels/backend.py).
 Overlays are culled once per block (a 63-bit mask; overlays past the 63rd of a session are
 always visited), so a small label costs nothing outside its own box.
 
@@ -43,9 +44,17 @@ import functools
 from types import SimpleNamespace
 
 import numpy as np
-from numba import prange
+from numba import get_num_threads, prange
 
-from .backend import cpu_device, cpu_kernel, cuda_device, cuda_module
+from .backend import (
+    claim_counters,
+    claim_item,
+    cpu_device,
+    cpu_kernel,
+    cuda_device,
+    cuda_module,
+    start_claims,
+)
 from .color import CB_SCALE, CR_SCALE, KB, KG, KR, make_color_math, rgb_to_nv12_cpu
 
 __all__ = ["composite_cpu", "composite_cuda", "rgb_to_nv12_cpu", "make_composite_math"]
@@ -276,53 +285,71 @@ def _composite_cpu_kernel(
     s_fw, s_fh, s_fbase, s_bgbase, s_rect,
     s_ov_start, s_ov_count,
     ov_x, ov_y, ov_w, ov_h, ov_base, ov_opacity, ov_z, ov_pixels,
-    background, frame,
+    background, frame, claims, workers,
 ):  # fmt: skip
-    """Block rows in parallel. Each row of the rect starts as a copy of the background
-    (what compositing nothing gives); only blocks under the avatar's visible span or an
-    overlay go through `composite_block`."""
+    """Block rows, claimed by the threads (kernels/backend.py `claim_item`)."""
     ovs = (ov_x, ov_y, ov_w, ov_h, ov_base, ov_opacity, ov_z, ov_pixels)
     rows = max_rh // 2 + 1  # + 1: an odd rect start widens the rect by one block row
-    for item in prange(n * rows):
-        s = item // rows
-        fw = s_fw[s]
-        fh = s_fh[s]
-        x0, y0, x1, y1 = _rect_of_cpu(s_rect, s, fw, fh)
-        fy = y0 + 2 * (item - s * rows)
-        if fy + 2 > y1 or x0 >= x1:
-            continue
-        fbase = s_fbase[s]
-        bgbase = s_bgbase[s]
-        for p in (fy * fw + x0, (fy + 1) * fw + x0, fw * fh + (fy // 2) * fw + x0):
-            frame[fbase + p : fbase + p + x1 - x0] = background[bgbase + p : bgbase + p + x1 - x0]
-        lw = s_lw[s]
-        lh = s_lh[s]
-        lbase = s_lbase[s]
-        lx = s_lx[s]
-        ly = s_ly[s]
-        # only the rect's columns matter: the span is clipped to them below
-        f0, l0 = _layer_span(rgba, lw, lh, lbase, fy - ly, x0 - lx, x1 - lx)
-        f1, l1 = _layer_span(rgba, lw, lh, lbase, fy + 1 - ly, x0 - lx, x1 - lx)
-        if f0 >= l0:
-            f0, l0 = f1, l1
-        elif f1 < l1:
-            f0, l0 = min(f0, f1), max(l0, l1)
-        a0, a1 = _even_span(lx + f0, lx + l0, x0, x1)
-        ov_start = s_ov_start[s]
-        ov_count = s_ov_count[s]
-        layer = (rgba, lw, lh, lbase, lx, ly)
-        _composite_blocks(a0, a1, fy, fw, fh, fbase, bgbase, layer, ov_start, ov_count, ovs,
-                          background, frame)  # fmt: skip
-        for k in range(ov_count):
-            j = ov_start + k
-            if fy + 2 > ov_y[j] and fy < ov_y[j] + ov_h[j]:
-                o0, o1 = _even_span(ov_x[j], ov_x[j] + ov_w[j], x0, x1)
-                # the part outside the avatar's span (done above; its last block ends at a1
-                # rounded up to even: a block starting at an odd x would misplace chroma)
-                _composite_blocks(o0, min(o1, a0), fy, fw, fh, fbase, bgbase, layer, ov_start,
-                                  ov_count, ovs, background, frame)  # fmt: skip
-                _composite_blocks(max(o0, a1 + a1 % 2), o1, fy, fw, fh, fbase, bgbase, layer,
-                                  ov_start, ov_count, ovs, background, frame)  # fmt: skip
+    start_claims(claims, workers, n * rows)
+    for w in prange(workers):
+        done = 0
+        while True:
+            item, done = claim_item(claims, w, workers, n * rows, done)
+            if item < 0:
+                break
+            _composite_row(item, rows, rgba, s_lw, s_lh, s_lbase, s_lx, s_ly, s_fw, s_fh,
+                           s_fbase, s_bgbase, s_rect, s_ov_start, s_ov_count, ovs, background,
+                           frame)  # fmt: skip
+
+
+@cpu_device
+def _composite_row(
+    item, rows, rgba, s_lw, s_lh, s_lbase, s_lx, s_ly, s_fw, s_fh, s_fbase, s_bgbase, s_rect,
+    s_ov_start, s_ov_count, ovs, background, frame,
+):  # fmt: skip
+    """Block row `item % rows` of session `item // rows`. The row starts as a copy of the
+    background (what compositing nothing gives); only blocks under the avatar's visible
+    span or an overlay go through `composite_block`."""
+    ov_x, ov_y, ov_w, ov_h = ovs[0], ovs[1], ovs[2], ovs[3]
+    s = item // rows
+    fw = s_fw[s]
+    fh = s_fh[s]
+    x0, y0, x1, y1 = _rect_of_cpu(s_rect, s, fw, fh)
+    fy = y0 + 2 * (item - s * rows)
+    if fy + 2 > y1 or x0 >= x1:
+        return
+    fbase = s_fbase[s]
+    bgbase = s_bgbase[s]
+    for p in (fy * fw + x0, (fy + 1) * fw + x0, fw * fh + (fy // 2) * fw + x0):
+        frame[fbase + p : fbase + p + x1 - x0] = background[bgbase + p : bgbase + p + x1 - x0]
+    lw = s_lw[s]
+    lh = s_lh[s]
+    lbase = s_lbase[s]
+    lx = s_lx[s]
+    ly = s_ly[s]
+    # only the rect's columns matter: the span is clipped to them below
+    f0, l0 = _layer_span(rgba, lw, lh, lbase, fy - ly, x0 - lx, x1 - lx)
+    f1, l1 = _layer_span(rgba, lw, lh, lbase, fy + 1 - ly, x0 - lx, x1 - lx)
+    if f0 >= l0:
+        f0, l0 = f1, l1
+    elif f1 < l1:
+        f0, l0 = min(f0, f1), max(l0, l1)
+    a0, a1 = _even_span(lx + f0, lx + l0, x0, x1)
+    ov_start = s_ov_start[s]
+    ov_count = s_ov_count[s]
+    layer = (rgba, lw, lh, lbase, lx, ly)
+    _composite_blocks(a0, a1, fy, fw, fh, fbase, bgbase, layer, ov_start, ov_count, ovs,
+                      background, frame)  # fmt: skip
+    for k in range(ov_count):
+        j = ov_start + k
+        if fy + 2 > ov_y[j] and fy < ov_y[j] + ov_h[j]:
+            o0, o1 = _even_span(ov_x[j], ov_x[j] + ov_w[j], x0, x1)
+            # the part outside the avatar's span (done above; its last block ends at a1
+            # rounded up to even: a block starting at an odd x would misplace chroma)
+            _composite_blocks(o0, min(o1, a0), fy, fw, fh, fbase, bgbase, layer, ov_start,
+                              ov_count, ovs, background, frame)  # fmt: skip
+            _composite_blocks(max(o0, a1 + a1 % 2), o1, fy, fw, fh, fbase, bgbase, layer,
+                              ov_start, ov_count, ovs, background, frame)  # fmt: skip
 
 
 def composite_cpu(
@@ -347,7 +374,7 @@ def composite_cpu(
         s_fw, s_fh, s_fbase, s_bgbase, s_rect,
         s_ov_start, s_ov_count,
         ov_x, ov_y, ov_w, ov_h, ov_base, ov_opacity, ov_z, ov_pixels,
-        background, frame,
+        background, frame, claim_counters(), get_num_threads(),
     )  # fmt: skip
 
 

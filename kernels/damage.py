@@ -41,9 +41,18 @@ import math
 from typing import Any
 
 import numpy as np
-from numba import prange
+from numba import get_num_threads, prange
 
-from .backend import cpu_device, cpu_kernel, cuda_device, cuda_grid_x, cuda_module
+from .backend import (
+    claim_counters,
+    claim_item,
+    cpu_device,
+    cpu_kernel,
+    cuda_device,
+    cuda_grid_x,
+    cuda_module,
+    start_claims,
+)
 
 SHADE_MARGIN = 3
 """Pixels around the moved region whose shading can change (edge probes reach 2.5 px)."""
@@ -127,45 +136,52 @@ _vertex_moved, _keep, _pixel_box, _finish = make_damage_math(cpu_device)
 @cpu_kernel()
 def _damage_cpu_kernel(
     clip, wnrm, hist, moved, tris, s_tbase, s_tcount, s_obase, s_vcount,
-    s_hbase, s_full, s_lx, s_ly, s_lw, s_lh, n, s_dirty, s_rect, box,
+    s_hbase, s_full, s_lx, s_ly, s_lw, s_lh, n, s_dirty, s_rect, box, claims, workers,
 ):  # fmt: skip
-    for s in prange(n):
-        o = s_obase[s]
-        h = s_hbase[s]
-        count = s_vcount[s]
-        lw = s_lw[s]
-        lh = s_lh[s]
-        if s_full[s]:
-            s_dirty[s, 0] = 0
-            s_dirty[s, 1] = 0
-            s_dirty[s, 2] = lw
-            s_dirty[s, 3] = lh
-        else:
+    """Sessions, claimed by the threads (kernels/backend.py)."""
+    start_claims(claims, workers, n)
+    for w in prange(workers):
+        done = 0
+        while True:
+            s, done = claim_item(claims, w, workers, n, done)
+            if s < 0:
+                break
+            o = s_obase[s]
+            h = s_hbase[s]
+            count = s_vcount[s]
+            lw = s_lw[s]
+            lh = s_lh[s]
+            if s_full[s]:
+                s_dirty[s, 0] = 0
+                s_dirty[s, 1] = 0
+                s_dirty[s, 2] = lw
+                s_dirty[s, 3] = lh
+            else:
+                for v in range(count):
+                    moved[o + v] = MOVED if _vertex_moved(clip, wnrm, hist, o + v, h + v) else 0
+                g0 = s_tbase[s]
+                for g in range(g0, g0 + s_tcount[s]):
+                    a = o + tris[g, 0]
+                    b = o + tris[g, 1]
+                    c = o + tris[g, 2]
+                    if (moved[a] | moved[b] | moved[c]) & MOVED:
+                        moved[a] |= TOUCHED
+                        moved[b] |= TOUCHED
+                        moved[c] |= TOUCHED
+                bx0, by0, bx1, by1 = FULL, FULL, -FULL, -FULL
+                for v in range(count):
+                    if moved[o + v] & TOUCHED:  # this vertex now and last frame
+                        x0, y0, x1, y1 = _pixel_box(clip, o + v, lw, lh)
+                        u0, v0, u1, v1 = _pixel_box(hist, h + v, lw, lh)
+                        bx0, by0 = min(bx0, x0, u0), min(by0, y0, v0)
+                        bx1, by1 = max(bx1, x1, u1), max(by1, y1, v1)
+                box[s, 0], box[s, 1], box[s, 2], box[s, 3] = bx0, by0, bx1, by1
+                r = _finish(bx0, by0, bx1, by1, s_lx[s], s_ly[s], lw, lh)
+                for k in range(4):
+                    s_dirty[s, k] = r[k]
+                    s_rect[s, k] = r[4 + k]
             for v in range(count):
-                moved[o + v] = MOVED if _vertex_moved(clip, wnrm, hist, o + v, h + v) else 0
-            g0 = s_tbase[s]
-            for g in range(g0, g0 + s_tcount[s]):
-                a = o + tris[g, 0]
-                b = o + tris[g, 1]
-                c = o + tris[g, 2]
-                if (moved[a] | moved[b] | moved[c]) & MOVED:
-                    moved[a] |= TOUCHED
-                    moved[b] |= TOUCHED
-                    moved[c] |= TOUCHED
-            bx0, by0, bx1, by1 = FULL, FULL, -FULL, -FULL
-            for v in range(count):
-                if moved[o + v] & TOUCHED:  # this vertex now and last frame
-                    x0, y0, x1, y1 = _pixel_box(clip, o + v, lw, lh)
-                    u0, v0, u1, v1 = _pixel_box(hist, h + v, lw, lh)
-                    bx0, by0 = min(bx0, x0, u0), min(by0, y0, v0)
-                    bx1, by1 = max(bx1, x1, u1), max(by1, y1, v1)
-            box[s, 0], box[s, 1], box[s, 2], box[s, 3] = bx0, by0, bx1, by1
-            r = _finish(bx0, by0, bx1, by1, s_lx[s], s_ly[s], lw, lh)
-            for k in range(4):
-                s_dirty[s, k] = r[k]
-                s_rect[s, k] = r[4 + k]
-        for v in range(count):
-            _keep(clip, wnrm, hist, o + v, h + v)
+                _keep(clip, wnrm, hist, o + v, h + v)
 
 
 def damage_cpu(
@@ -182,6 +198,7 @@ def damage_cpu(
     _damage_cpu_kernel(
         clip, wnrm, hist, moved, tris, s_tbase, s_tcount, s_obase, s_vcount,
         s_hbase, s_full, s_lx, s_ly, s_lw, s_lh, np.int64(n), s_dirty, s_rect, box,
+        claim_counters(), get_num_threads(),
     )  # fmt: skip
 
 

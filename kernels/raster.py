@@ -53,7 +53,16 @@ from typing import Any
 import numba
 import numpy as np
 
-from .backend import cpu_device, cpu_kernel, cuda_device, cuda_grid_x, cuda_module
+from .backend import (
+    claim_counters,
+    claim_item,
+    cpu_device,
+    cpu_kernel,
+    cuda_device,
+    cuda_grid_x,
+    cuda_module,
+    start_claims,
+)
 from .damage import full_layers, full_layers_device
 
 cuda: Any = None  # numba.cuda, bound on first CUDA use
@@ -548,7 +557,7 @@ def _clear_cpu_kernel(s_lw, s_lh, s_lbase, n_sessions, band, n_bands, vis_opaque
 def _raster_cpu_kernel(
     clip, tris, tri_mat, mat_alpha_mode, mat_double_sided,
     s_tbase, s_tcount, s_obase, s_lw, s_lh, s_lbase, n_sessions,
-    band, n_bands, clear, vis_opaque, vis_blend, s_dirty,
+    band, n_bands, clear, vis_opaque, vis_blend, s_dirty, claims, workers,
 ):  # fmt: skip
     passes = 1  # the blend pass only when some material is MASK/BLEND
     for m in range(mat_alpha_mode.shape[0]):
@@ -575,29 +584,50 @@ def _raster_cpu_kernel(
         if v_lo < v_hi and s_lw[s] > 0 and s_lh[s] > 0:
             o = s_obase[s]
             _snap_vertices_cpu(o + v_lo, o + v_hi, s_lw[s], s_lh[s], clip, fxy, fz)
-    for item in numba.prange(n_sessions * n_bands):
-        s = item // n_bands
-        lw = s_lw[s]
-        lh = s_lh[s]
-        x_lo, x_hi, r_lo, r_hi = _region_cpu(s_dirty, s, lw, lh)
-        y_lo = max((item % n_bands) * band, r_lo)
-        y_hi = min((item % n_bands) * band + band, r_hi)
-        if y_lo >= y_hi or x_lo >= x_hi:
-            continue
-        if clear:
-            for y in range(y_lo, y_hi):
-                row = s_lbase[s] + y * lw
-                for i in range(row + x_lo, row + x_hi):
-                    vis_opaque[i] = EMPTY
-                    vis_blend[i] = EMPTY
-        a_lo, a_hi, a_xl, a_xr = _band_planes_cpu(y_lo, y_hi, x_lo, x_hi, lw, lh)
-        for blend in range(passes):  # the opaque pass completes in the band before the blend one
-            for t in range(s_tcount[s]):
-                _raster_tri_cpu(
-                    s, t, blend, y_lo, y_hi, x_lo, x_hi, a_lo, a_hi, a_xl, a_xr, clip, tris,
-                    tri_mat, mat_alpha_mode, mat_double_sided, s_tbase, s_obase, s_lw, s_lh,
-                    s_lbase, vis_opaque, vis_blend, fxy, fz,
-                )  # fmt: skip
+    start_claims(claims, workers, n_sessions * n_bands)
+    for w in numba.prange(workers):
+        done = 0
+        while True:
+            item, done = claim_item(claims, w, workers, n_sessions * n_bands, done)
+            if item < 0:
+                break
+            _raster_band(
+                item, band, n_bands, passes, clear, clip, tris, tri_mat, mat_alpha_mode,
+                mat_double_sided, s_tbase, s_tcount, s_obase, s_lw, s_lh, s_lbase,
+                vis_opaque, vis_blend, s_dirty, fxy, fz,
+            )  # fmt: skip
+
+
+# A real call, not inlined into the claim loop (kernels/shade.py `_shade_band`).
+@numba.njit(cache=True, nogil=True, error_model="numpy", _nrt=False)
+def _raster_band(
+    item, band, n_bands, passes, clear, clip, tris, tri_mat, mat_alpha_mode, mat_double_sided,
+    s_tbase, s_tcount, s_obase, s_lw, s_lh, s_lbase, vis_opaque, vis_blend, s_dirty, fxy, fz,
+):  # fmt: skip
+    """Band `item % n_bands` of session `item // n_bands`: clear it (within the session's
+    region), then draw every triangle of the session into it, opaque pass first."""
+    s = item // n_bands
+    lw = s_lw[s]
+    lh = s_lh[s]
+    x_lo, x_hi, r_lo, r_hi = _region_cpu(s_dirty, s, lw, lh)
+    y_lo = max((item % n_bands) * band, r_lo)
+    y_hi = min((item % n_bands) * band + band, r_hi)
+    if y_lo >= y_hi or x_lo >= x_hi:
+        return
+    if clear:
+        for y in range(y_lo, y_hi):
+            row = s_lbase[s] + y * lw
+            for i in range(row + x_lo, row + x_hi):
+                vis_opaque[i] = EMPTY
+                vis_blend[i] = EMPTY
+    a_lo, a_hi, a_xl, a_xr = _band_planes_cpu(y_lo, y_hi, x_lo, x_hi, lw, lh)
+    for blend in range(passes):  # the opaque pass completes in the band before the blend one
+        for t in range(s_tcount[s]):
+            _raster_tri_cpu(
+                s, t, blend, y_lo, y_hi, x_lo, x_hi, a_lo, a_hi, a_xl, a_xr, clip, tris,
+                tri_mat, mat_alpha_mode, mat_double_sided, s_tbase, s_obase, s_lw, s_lh,
+                s_lbase, vis_opaque, vis_blend, fxy, fz,
+            )  # fmt: skip
 
 
 def clear_vis_cpu(
@@ -643,11 +673,12 @@ def raster_cpu(
     n = np.int64(n_sessions)
     if s_dirty is None:
         s_dirty = full_layers(s_lw, s_lh, n_sessions)
-    band, n_bands = _band_layout(s_lh, n, np.int64(numba.get_num_threads()))
+    workers = np.int64(numba.get_num_threads())
+    band, n_bands = _band_layout(s_lh, n, workers)
     _raster_cpu_kernel(
         clip, tris, tri_mat, mat_alpha_mode, mat_double_sided,
         s_tbase, s_tcount, s_obase, s_lw, s_lh, s_lbase, n,
-        band, n_bands, bool(clear), vis_opaque, vis_blend, s_dirty,
+        band, n_bands, bool(clear), vis_opaque, vis_blend, s_dirty, claim_counters(), workers,
     )  # fmt: skip
 
 

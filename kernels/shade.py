@@ -1,12 +1,12 @@
 """Stage 3: resolve the visibility buffers into the premultiplied sRGB avatar layer.
 
-Per layer pixel of every session (one CUDA thread each; on the CPU a `prange` over
-(session, band of rows) items): read `vis_opaque`, rebuild the triangle's perspective-correct
-barycentrics at the pixel centre from its clip-space vertices, interpolate uv (through the
-material's uv transform) and the world normal, sample the base-colour texture bilinearly
-(sRGB texels decoded to linear before filtering, wrap = repeat), light it, composite the
-`vis_blend` fragment over it in linear light, then write premultiplied, sRGB-encoded RGBA8
-to `rgba[s_lbase + y * lw + x]`.
+Per layer pixel of every session (one CUDA thread each; on the CPU, (session, band of rows)
+items that the threads claim, kernels/backend.py): read `vis_opaque`, rebuild the triangle's
+perspective-correct barycentrics at the pixel centre from its clip-space vertices,
+interpolate uv (through the material's uv transform) and the world normal, sample the
+base-colour texture bilinearly (sRGB texels decoded to linear before filtering, wrap =
+repeat), light it, composite the `vis_blend` fragment over it in linear light, then write
+premultiplied, sRGB-encoded RGBA8 to `rgba[s_lbase + y * lw + x]`.
 
 Lighting (linear, key light direction `s_light[s, :3]`, normalised here; ambient `s_light[s, 3]`)
     LAMBERT  albedo * (ambient + (1 - ambient) * max(0, n.l))
@@ -66,10 +66,20 @@ import functools
 import math
 from types import SimpleNamespace
 
+import numba
 import numpy as np
-from numba import prange
+from numba import get_num_threads, prange
 
-from .backend import cpu_device, cpu_kernel, cpu_rare, cuda_device, cuda_module
+from .backend import (
+    claim_counters,
+    claim_item,
+    cpu_device,
+    cpu_kernel,
+    cpu_rare,
+    cuda_device,
+    cuda_module,
+    start_claims,
+)
 from .color import make_color_math
 from .damage import full_layers, full_layers_device
 
@@ -757,46 +767,64 @@ def _shade_cpu_kernel(
     mat_shading, mat_shade_color, mat_toony, mat_shift,
     tex_pixels, tex_offset, tex_size,
     s_vbase, s_tbase, s_obase, s_light, s_lw, s_lh, s_lbase,
-    vis_opaque, vis_blend, rgba, s_dirty,
+    vis_opaque, vis_blend, rgba, s_dirty, claims, workers,
 ):  # fmt: skip
-    """Bands of rows in parallel, each session only inside its `s_dirty` rect. Pixels more
-    than one pixel away from the content of rows y - 1..y + 1 are transparent without a
-    look."""
+    """Bands of rows, claimed by the threads one at a time, each session only inside its
+    `s_dirty` rect. Pixels more than one pixel away from the content of rows y - 1..y + 1
+    are transparent without a look."""
     geo = (clip, wnrm, uv, tris, tri_mat)
     mats = (mat_base_color, mat_texture, mat_uv_transform, mat_alpha_mode, mat_alpha_cutoff,
             mat_shading, mat_shade_color, mat_toony, mat_shift)  # fmt: skip
     texs = (tex_pixels, tex_offset, tex_size)
     bands = (max_lh + CPU_BAND_ROWS - 1) // CPU_BAND_ROWS
-    for item in prange(n * bands):
-        s = item // bands
-        lh = s_lh[s]
-        r0 = s_dirty[s, 0]
-        r1 = s_dirty[s, 2]
-        y0 = max((item - s * bands) * CPU_BAND_ROWS, s_dirty[s, 1])
-        y1 = min((item - s * bands) * CPU_BAND_ROWS + CPU_BAND_ROWS, s_dirty[s, 3], lh)
-        if y0 >= y1 or r0 >= r1:
-            continue
-        lw = s_lw[s]
-        lbase = s_lbase[s]
-        ses = (s_vbase[s], s_tbase[s], s_obase[s], lbase)
-        light = _session_light(s_light, s)
-        # extents of the content in columns [e0, e1) (one beyond the rect each side) of
-        # rows a: y - 1, b: y, c: y + 1; (lw, 0) is empty
-        e0 = max(r0 - 1, 0)
-        e1 = min(r1 + 1, lw)
-        a0, a1 = lw, 0
-        if y0 > 0:
-            a0, a1 = _row_extent(vis_opaque, vis_blend, lbase + (y0 - 1) * lw, e0, e1)
-        b0, b1 = _row_extent(vis_opaque, vis_blend, lbase + y0 * lw, e0, e1)
-        for y in range(y0, y1):
-            c0, c1 = lw, 0
-            if y + 1 < lh:
-                c0, c1 = _row_extent(vis_opaque, vis_blend, lbase + (y + 1) * lw, e0, e1)
-            x0 = max(min(a0, b0, c0) - 1, r0)
-            x1 = min(max(a1, b1, c1) + 1, r1)
-            _shade_row(y, x0, x1, r0, r1, lw, lh, geo, mats, texs, ses, light, vis_opaque,
-                       vis_blend, rgba)  # fmt: skip
-            a0, a1, b0, b1 = b0, b1, c0, c1
+    start_claims(claims, workers, n * bands)
+    for w in prange(workers):
+        done = 0
+        while True:
+            item, done = claim_item(claims, w, workers, n * bands, done)
+            if item < 0:
+                break
+            _shade_band(item, bands, geo, mats, texs, s_vbase, s_tbase, s_obase, s_light,
+                        s_lw, s_lh, s_lbase, vis_opaque, vis_blend, rgba, s_dirty)  # fmt: skip
+
+
+# A real call, not inlined: inlined into the claim loop the band code compiled 7 % slower
+# (one thread, 5.92 against 5.53 ms per avatar-frame).
+@numba.njit(cache=True, nogil=True, error_model="numpy", _nrt=False, fastmath={"contract"})
+def _shade_band(
+    item, bands, geo, mats, texs, s_vbase, s_tbase, s_obase, s_light, s_lw, s_lh, s_lbase,
+    vis_opaque, vis_blend, rgba, s_dirty,
+):  # fmt: skip
+    """One work item: band `item % bands` of session `item // bands`."""
+    s = item // bands
+    lh = s_lh[s]
+    r0 = s_dirty[s, 0]
+    r1 = s_dirty[s, 2]
+    y0 = max((item - s * bands) * CPU_BAND_ROWS, s_dirty[s, 1])
+    y1 = min((item - s * bands) * CPU_BAND_ROWS + CPU_BAND_ROWS, s_dirty[s, 3], lh)
+    if y0 >= y1 or r0 >= r1:
+        return
+    lw = s_lw[s]
+    lbase = s_lbase[s]
+    ses = (s_vbase[s], s_tbase[s], s_obase[s], lbase)
+    light = _session_light(s_light, s)
+    # extents of the content in columns [e0, e1) (one beyond the rect each side) of
+    # rows a: y - 1, b: y, c: y + 1; (lw, 0) is empty
+    e0 = max(r0 - 1, 0)
+    e1 = min(r1 + 1, lw)
+    a0, a1 = lw, 0
+    if y0 > 0:
+        a0, a1 = _row_extent(vis_opaque, vis_blend, lbase + (y0 - 1) * lw, e0, e1)
+    b0, b1 = _row_extent(vis_opaque, vis_blend, lbase + y0 * lw, e0, e1)
+    for y in range(y0, y1):
+        c0, c1 = lw, 0
+        if y + 1 < lh:
+            c0, c1 = _row_extent(vis_opaque, vis_blend, lbase + (y + 1) * lw, e0, e1)
+        x0 = max(min(a0, b0, c0) - 1, r0)
+        x1 = min(max(a1, b1, c1) + 1, r1)
+        _shade_row(y, x0, x1, r0, r1, lw, lh, geo, mats, texs, ses, light, vis_opaque,
+                   vis_blend, rgba)  # fmt: skip
+        a0, a1, b0, b1 = b0, b1, c0, c1
 
 
 def shade_cpu(
@@ -829,7 +857,7 @@ def shade_cpu(
         mat_shading, mat_shade_color, mat_toony, mat_shift,
         tex_pixels, tex_offset, tex_size,
         s_vbase, s_tbase, s_obase, s_light, s_lw, s_lh, s_lbase,
-        vis_opaque, vis_blend, rgba, s_dirty,
+        vis_opaque, vis_blend, rgba, s_dirty, claim_counters(), get_num_threads(),
     )  # fmt: skip
 
 

@@ -442,7 +442,7 @@ def test_translucent_only_mesh_goes_to_the_blend_layer(alpha):
     assert (ids[0] == 0).sum() == 28
 
 
-def test_result_does_not_depend_on_the_cpu_row_bands():
+def test_result_does_not_depend_on_the_cpu_row_bands_or_workers():
     from avatarfarm.kernels.damage import full_layers
     from avatarfarm.kernels.raster import _raster_cpu_kernel
 
@@ -455,12 +455,14 @@ def test_result_does_not_depend_on_the_cpu_row_bands():
     from kernel_fixtures import run_deform_raster_cpu
 
     run_deform_raster_cpu(b)
-    for band in (1, 5, 16, 37):
+    claims = np.zeros(8, np.int64)
+    for band, workers in ((1, 1), (5, 2), (16, 3), (37, 8)):
         vo = np.zeros_like(b.vis_opaque)
         vb = np.zeros_like(b.vis_blend)
         n_bands = -(-37 // band)
         dirty = full_layers(b.s_lw, b.s_lh, 2)
-        _raster_cpu_kernel(*raster_args(b)[:12], band, n_bands, True, vo, vb, dirty)
+        args = (band, n_bands, True, vo, vb, dirty, claims, workers)
+        _raster_cpu_kernel(*raster_args(b)[:12], *args)
         np.testing.assert_array_equal(vo, b.vis_opaque)
         np.testing.assert_array_equal(vb, b.vis_blend)
     assert (b.vis_blend != EMPTY).sum() > 20
