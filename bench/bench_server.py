@@ -9,6 +9,9 @@ Starts `python -m avatarfarm.server.serve` on a loopback port (CPU renderer, x26
    bucket) between idle HTTP and 100 requests/s of GET /v1/sessions, three windows of each,
    alternating (target: p99 moves by <= 5 ms).
 
+Beside each result it prints the host's steal time (/proc/stat) over the same windows: on
+a shared VM a spell of it stalls everything, and such a run measures the host, not us.
+
 Run: python bench/bench_server.py [--sessions 6] [--size 1280x720] [--fps 30] [--seconds 20]
      [--preset veryfast]  (the server's x264_preset: faster presets leave more CPU to render)
      [--client raw|httpx]  (the load's client; raw costs the shared cores least)
@@ -30,11 +33,13 @@ import threading
 import time
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 
 import httpx
 import numpy as np
 
 KEY = "bench-key-0123456789"
+STEAL_WARN_PCT = 1.0
 
 
 def _port() -> int:
@@ -67,6 +72,22 @@ def _p99(bounds: list[float], cumulative: np.ndarray) -> float:
     below = cumulative[k - 1] if k > 0 else 0.0
     inside = cumulative[k] - below
     return lower + (bounds[k] - lower) * ((rank - below) / inside if inside > 0 else 1.0)
+
+
+def _steal_s() -> float:
+    """CPU seconds the hypervisor has taken from this VM, all cores (the steal column of
+    /proc/stat; 0 where there is none). A shared VM's slow spells show up here, not as
+    work of ours: the bench prints it beside each result so that they are told apart."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def _steal_pct(steal: float, seconds: float) -> float:
+    """Stolen CPU as a percentage of the machine's over `seconds` of wall time."""
+    return 100.0 * steal / max(1e-9, seconds * (os.cpu_count() or 1))
 
 
 def _lag_samples(client: httpx.Client, out: list[float], stop: threading.Event) -> None:
@@ -184,6 +205,7 @@ def main() -> None:
             return rendered, late + sum(s.get("encoder_queue_drops", 0) for s in stats), late
 
         r0, d0, e0 = counters()
+        steal0 = _steal_s()
         lags: list[float] = []
         stop_lag = threading.Event()
         sampler = threading.Thread(target=_lag_samples, args=(client, lags, stop_lag))
@@ -192,15 +214,18 @@ def main() -> None:
         stop_lag.set()
         sampler.join()
         r1, d1, e1 = counters()
+        steal_drops = _steal_pct(_steal_s() - steal0, args.seconds)
         # Idle and loaded HTTP in alternating windows (3 of each over 2 x --seconds), so
         # that the shared machine's drift falls on both alike.
         bounds = [le for le, _ in _histogram(client.get("/metrics").text)]
         path = "/v1/sessions"
         get = partial(client.get, path) if args.client == "httpx" else _RawClient(port, path).get
         ticks = {False: np.zeros(len(bounds)), True: np.zeros(len(bounds))}
+        steal = {False: 0.0, True: 0.0}
         served = [0]  # requests answered in the loaded windows
         for loaded in (False, True) * 3:
             before = _histogram(client.get("/metrics").text)
+            steal_before = _steal_s()
             stop = threading.Event()
             work = (get, args.rate, stop, served)
             loader = threading.Thread(target=_load, args=work, daemon=True)
@@ -211,6 +236,7 @@ def main() -> None:
             if loaded:
                 loader.join()
             ticks[loaded] += _delta(before, _histogram(client.get("/metrics").text))
+            steal[loaded] += _steal_s() - steal_before
         expected = args.sessions * args.fps * args.seconds
         made = r1 - r0
         drop_pct = 100.0 * (d1 - d0) / max(1, made + d1 - d0)
@@ -220,7 +246,8 @@ def main() -> None:
               f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M')}")  # fmt: skip
         print(f"frames rendered {made} of {expected:.0f} due; dropped {drop_pct:.2f} %"
               f" (target < 1 %): {e1 - e0} not rendered in time, "
-              f"{d1 - d0 - (e1 - e0)} dropped by full encoder queues")  # fmt: skip
+              f"{d1 - d0 - (e1 - e0)} dropped by full encoder queues; "
+              f"host steal {steal_drops:.1f} % of the machine")  # fmt: skip
         if lags:
             median = sorted(lags)[len(lags) // 2]
             print(f"engine lag (sampled every 0.2 s): median {1000 * median:.0f} ms, max "
@@ -231,7 +258,12 @@ def main() -> None:
               f"{args.client} client "
               f"({busy * 1000 - quiet * 1000:+.1f} ms; target: "
               f"+<= 5 ms; {ticks[False][-1]:.0f} and {ticks[True][-1]:.0f} ticks, "
-              f"alternating windows)")  # fmt: skip
+              f"alternating windows; host steal {_steal_pct(steal[False], args.seconds):.1f}"
+              f" and {_steal_pct(steal[True], args.seconds):.1f} %)")  # fmt: skip
+        stolen = max(steal_drops, *(_steal_pct(v, args.seconds) for v in steal.values()))
+        if stolen > STEAL_WARN_PCT:
+            print(f"the host took {stolen:.1f} % of this VM's CPU in a window: this run "
+                  "measures the host as much as the server")  # fmt: skip
     finally:
         client.close()
         proc.send_signal(signal.SIGTERM)
