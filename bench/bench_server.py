@@ -149,7 +149,7 @@ def _load(get: Callable[[], object], rate: float, stop: threading.Event, done: l
         get()
         done[0] += 1
         next_at += period
-        time.sleep(max(0.0, next_at - time.monotonic()))
+        stop.wait(max(0.0, next_at - time.monotonic()))  # a slow rate must not stretch a window
 
 
 def main() -> None:
