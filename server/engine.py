@@ -139,6 +139,8 @@ class Engine:
         self._rows = _Rows()
         self._sessions: list[Session | None] = []
         self._starting: set[int] = set()
+        self._ticking = False
+        self._failed_rows: set[int] = set()  # failed during the running tick: freed after it
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -323,7 +325,20 @@ class Engine:
             future.set_exception(exc)
 
     def tick(self, now: float) -> None:
-        """Render and submit every session due at `now`."""
+        """Render and submit every session due at `now`.
+
+        A session that fails mid-tick keeps its row until the tick ends: the tick's arrays
+        still index it, and its counters must be final before the row is freed.
+        """
+        self._ticking = True
+        try:
+            self._tick(now)
+        finally:
+            self._ticking = False
+            while self._failed_rows:
+                self._release(self._failed_rows.pop(), 2.0)
+
+    def _tick(self, now: float) -> None:
         r = self._rows
         n = r.used
         if n == 0:
@@ -440,8 +455,11 @@ class Engine:
                 continue
             session = self._sessions[row]
             frame = self.renderer.frame(self._rows.slot[row])
-            for index in range(last - min(count, MAX_REPEATS), last):
-                session.pipeline.submit(frame, index)  # already counted as dropped above
+            try:
+                for index in range(last - min(count, MAX_REPEATS), last):
+                    session.pipeline.submit(frame, index)  # already counted as dropped above
+            except Exception as exc:
+                self._fail_row(row, f"encoder: {mask_text(str(exc))}", "video")
 
     def _submit(self, rows: np.ndarray, latest: np.ndarray) -> None:
         r = self._rows
@@ -494,10 +512,14 @@ class Engine:
         for row, session in enumerate(self._sessions):
             if session is None:
                 continue
-            if row not in self._operator_rows:
-                session.drivers.presence.poll()  # closes UDP sources gone silent
-            if session.pipeline is not None:
-                self._check_stream(row, session)
+            try:
+                if row not in self._operator_rows:
+                    session.drivers.presence.poll()  # closes UDP sources gone silent
+                if session.pipeline is not None:
+                    self._check_stream(row, session)
+            except Exception:  # a bug in one session's upkeep must not stop every stream
+                self.tick_errors += 1
+                log.exception("supervising session %s failed", session.id)
 
     def _check_stream(self, row: int, session: Session) -> None:
         stats = session.pipeline.stats()
@@ -590,11 +612,14 @@ class Engine:
 
     def _fail_row(self, row: int, message: str, field: str | None) -> None:
         session = self._sessions[row]
-        if session is None:
+        if session is None or row in self._failed_rows:
             return
         log.warning("session %s failed: %s", session.id, message)
         session.fail(message, field)
-        self._release(row, 2.0)
+        if self._ticking:
+            self._failed_rows.add(row)
+        else:
+            self._release(row, 2.0)
 
     def _release(self, row: int, timeout: float) -> Future:
         """Free the session's row and render slot; finalize its pipeline off this thread."""
@@ -727,7 +752,9 @@ class _Rows:
         return row
 
     def free(self, row: int) -> None:
+        """The row's counters are zeroed: the engine's totals already hold them."""
         self.next_due[row] = np.inf
+        self.rendered[row] = self.dropped[row] = self.encode_errors[row] = 0
         self.render[row] = self.audio[row] = self.piped[row] = False
         self._free.append(row)
 

@@ -211,6 +211,46 @@ def test_failing_output_fails_only_its_session(engine, avatar, tmp_path: Path):
     assert engine.frame_counters(good)["frames_rendered"] == i + 1
 
 
+def test_session_failing_mid_tick_keeps_counters_and_frees_its_row_after(engine, avatar):
+    engine.max_lateness = 0.0  # the late tick below repeats frames: the path that fails
+    bad, good = _session(encoder="x264"), _session(encoder="x264")
+    for s in (bad, good):
+        _open(engine, s, avatar, _pipeline(s, queue_frames=8))
+    row = bad.row
+    t0 = max(engine._rows.t0[bad.row], engine._rows.t0[good.row])
+    engine.tick(t0)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("encoder gone")
+
+    bad.pipeline.submit = broken
+    engine.tick(t0 + 0.35)  # frames 1 and 2 missed: repeating them raises
+    assert bad.state is SessionState.FAILED and bad.error["field"] == "video"
+    assert good.state is SessionState.LIVE
+    assert engine._rows.next_due[row] == np.inf  # not ticked again after the tick ended
+    counted = engine.all_counters()
+    good_now = engine.frame_counters(good)
+    assert counted["frames_rendered"] == bad.final_counters["frames_rendered"] + good_now[
+        "frames_rendered"
+    ]  # the ended session's frames are counted once
+    engine.tick(t0 + 0.4)
+    again = _open(engine, _session(), avatar)  # reuses the freed row
+    assert again.row == row
+    assert engine.all_counters()["frames_rendered"] >= counted["frames_rendered"]
+
+
+def test_a_bug_in_one_sessions_upkeep_does_not_stop_the_engine(engine, avatar):
+    s = _session(encoder="x264")
+    _open(engine, s, avatar, _pipeline(s))
+
+    def broken():
+        raise ValueError("stats broke")
+
+    s.pipeline.stats = broken
+    engine._supervise()  # must not raise: it runs on the engine thread, outside the tick
+    assert engine.tick_errors == 1 and s.state is SessionState.STARTING
+
+
 def test_running_engine_renders_and_drains(avatar):
     engine = Engine(Renderer("cpu"), queue_size=4)
     engine.start()

@@ -83,6 +83,10 @@ def parse_target(
     scheme = spec.split(":", 1)[0].lower()
     if scheme in ("rtmp", "rtmps"):
         parts = urlsplit(spec)
+        try:
+            parts.port  # noqa: B018 - urlsplit checks the port only when it is read
+        except ValueError:
+            raise StreamError(f"RTMP URL has a bad port: {mask_url(spec)}", "url") from None
         if not parts.hostname or parts.path.count("/") < 2 or not stream_key(spec):
             raise StreamError(f"RTMP URL needs host, app and stream key: {mask_url(spec)}", "url")
         return Target("rtmp", spec, "flv", retry=True, secret=stream_key(spec))

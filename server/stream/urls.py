@@ -19,10 +19,14 @@ def mask_url(url: str) -> str:
         parts = urlsplit(url)
     except ValueError:
         return MASK
+    try:
+        port: int | str | None = parts.port
+    except ValueError:  # not a number in 0-65535: shown as such, never as its text
+        port = "bad"
     if parts.scheme.lower() not in ("rtmp", "rtmps"):
         return url
     host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
+    netloc = f"{host}:{port}" if port else host
     segments = parts.path.split("/")
     if len(segments) > 2 and segments[-1]:
         segments[-1] = MASK
