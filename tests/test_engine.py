@@ -230,9 +230,10 @@ def test_session_failing_mid_tick_keeps_counters_and_frees_its_row_after(engine,
     assert engine._rows.next_due[row] == np.inf  # not ticked again after the tick ended
     counted = engine.all_counters()
     good_now = engine.frame_counters(good)
-    assert counted["frames_rendered"] == bad.final_counters["frames_rendered"] + good_now[
-        "frames_rendered"
-    ]  # the ended session's frames are counted once
+    assert (
+        counted["frames_rendered"]
+        == bad.final_counters["frames_rendered"] + good_now["frames_rendered"]
+    )  # the ended session's frames are counted once
     engine.tick(t0 + 0.4)
     again = _open(engine, _session(), avatar)  # reuses the freed row
     assert again.row == row
