@@ -30,6 +30,8 @@ Color = str | Sequence[int]
 ImageSource = str | os.PathLike | np.ndarray | Image.Image
 
 DEFAULT_MAX_VIDEO_BYTES = 512 * 1024 * 1024
+# A 24-megapixel photo still loads; a small file that decodes to gigabytes does not.
+MAX_IMAGE_PIXELS = 6144 * 4096
 LABEL_TEXT = "AI生成 · Virtual host"
 CORNERS = ("top-left", "top-right", "bottom-left", "bottom-right")
 
@@ -97,10 +99,16 @@ def _load_image(src: ImageSource) -> Image.Image:
         return Image.fromarray(arr)
     try:
         with Image.open(src) as im:
+            check_image_size(*im.size)  # before decoding: the header says how big it is
             im.load()
             return im.copy()
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise LayerError(f"cannot read image {os.fspath(src)!r}: {e}") from e
+
+
+def check_image_size(width: int, height: int) -> None:
+    if width * height > MAX_IMAGE_PIXELS:
+        raise LayerError(f"image is {width}x{height}: more than {MAX_IMAGE_PIXELS} pixels")
 
 
 def _fit_rgb(img: Image.Image, w: int, h: int, fit: str, pad: tuple[int, int, int]) -> np.ndarray:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import io
 import socket
+import struct
 import time
+import zlib
 
 import httpx
 import numpy as np
@@ -309,6 +311,31 @@ def test_media_upload_use_isolation_and_delete(t1, t2):
         t1.delete(f"/v1/sessions/{s['id']}")
     assert t1.delete(f"/v1/media/{media['id']}").status_code == 204
     assert t1.get(f"/v1/media/{media['id']}").status_code == 404
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height: a few hundred bytes that would decode huge."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\0" * 1024)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def test_media_upload_size_limits(t1):
+    photo = np.random.default_rng(1).integers(0, 256, (720, 900, 3), np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(photo).save(out, format="PNG")
+    assert out.tell() > 1024 * 1024  # over the JSON routes' body limit, under max_upload_mb
+    res = t1.post("/v1/media", content=out.getvalue(), headers={"content-type": "image/png"})
+    assert res.status_code == 201, res.text
+    assert t1.delete(f"/v1/media/{res.json()['id']}").status_code == 204
+    bomb = t1.post("/v1/media", content=_png_header_only(7000, 7000))
+    assert bomb.status_code == 422, bomb.text  # refused from its header, never decoded
+    assert "7000x7000" in bomb.json()["error"]["message"]
 
 
 def test_media_upload_video_and_bad_files(t1):

@@ -1,6 +1,6 @@
 """Request bodies are bounded: JSON routes take at most `MAX_JSON_BYTES`.
 
-Avatar uploads have their own, larger limit, checked while streaming (avatar_store). Here
+Avatar and media uploads have their own, larger limit, checked while streaming. Here
 a declared Content-Length over the limit is refused before reading, and a chunked body is
 counted as it arrives, so no request can make the server buffer an unbounded body.
 """
@@ -14,7 +14,8 @@ from starlette.exceptions import HTTPException
 from .errors import error_response
 
 MAX_JSON_BYTES = 1024 * 1024
-UNLIMITED = {("POST", "/v1/avatars")}  # streamed and limited by the avatar store
+# streamed to disk and limited by their stores (max_upload_mb)
+UNLIMITED = {("POST", "/v1/avatars"), ("POST", "/v1/media")}
 
 
 class BodyLimit:

@@ -97,10 +97,18 @@ def _probe(path: Path) -> tuple[str, int, int]:
     try:
         with Image.open(path) as im:
             width, height = im.size
-        layers.image_background(path, *PROBE_SIZE)
-        return "image", width, height
-    except (OSError, layers.LayerError, Image.DecompressionBombError):
+    except (OSError, Image.DecompressionBombError):
         pass  # not an image: maybe a video
+    else:
+        try:
+            layers.check_image_size(width, height)  # before anything decodes it
+        except layers.LayerError as exc:
+            raise ApiError(422, str(exc), "body", code="invalid_media") from None
+        try:
+            layers.image_background(path, *PROBE_SIZE)
+            return "image", width, height
+        except layers.LayerError:
+            pass  # a broken image: the video loader gets its turn and its 422
     import av
 
     try:
