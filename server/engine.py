@@ -538,6 +538,12 @@ class Engine:
         self, session: Session, avatar: AvatarAsset, pipeline: Any, scenes: _Scenes
     ) -> Session:
         video, driver = session.spec.video, session.spec.driver
+        if session.state is not SessionState.STARTING or not self.accepting:
+            if pipeline is not None:  # deleted, or a drain began, while it was being set up
+                self._closer.submit(pipeline.close, 1.0)
+            if not self.accepting:
+                raise EngineBusy("server is draining")
+            raise SessionError(f"session is {session.state}", "id", code="conflict")
         try:
             pose = self.bank.allocate(FilterConfig(driver.smoothing))  # type: ignore[arg-type]
         except PoseError as exc:
@@ -601,6 +607,9 @@ class Engine:
 
     def _stop(self, session: Session, timeout: float) -> Future:
         if session.row is None:
+            if session.state is SessionState.STARTING:  # not opened yet: _open will refuse it
+                session.transition(SessionState.STOPPING)
+                session.transition(SessionState.ENDED)
             done: Future = Future()
             done.set_result(session)
             return done

@@ -191,6 +191,24 @@ def test_delete_ends_session_and_reuses_row(engine, avatar):
     assert engine.all_counters()["frames_rendered"] == 1
 
 
+def test_a_session_deleted_or_drained_while_starting_never_opens(engine, avatar):
+    engine._running.set()
+    deleted = _session(encoder="x264")
+    stop = engine.delete(deleted)  # DELETE lands while create is still compiling its scene
+    opening = engine.create(deleted, avatar, _pipeline(deleted))
+    engine.run_pending()
+    assert stop.result(5) is deleted and deleted.state is SessionState.ENDED
+    with pytest.raises(SessionError):
+        opening.result(0)
+    late = _session()
+    opening = engine.create(late, avatar, None)
+    engine.accepting = False  # a drain began before the engine got to open it
+    engine.run_pending()
+    with pytest.raises(EngineBusy):
+        opening.result(0)
+    assert engine.active_sessions() == [] and deleted.row is None and late.row is None
+
+
 def test_failing_output_fails_only_its_session(engine, avatar, tmp_path: Path):
     (tmp_path / "taken.mp4").mkdir()  # a folder where the recording file should go
     bad, good = _session(encoder="x264"), _session(encoder="x264")

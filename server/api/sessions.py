@@ -126,7 +126,8 @@ async def start_session(
         opened = await run_in_threadpool(state.engine.create, session, asset, pipeline)
         await _engine(opened)
     except BaseException:
-        state.table.discard(session)
+        if session.state is not SessionState.ENDED:  # one deleted while starting stays listed
+            state.table.discard(session)
         if opened is not None:  # the engine may still open it (client gone): stop it then
             opened.add_done_callback(lambda f: _stop_if_opened(state, session, f))
         elif pipeline is not None:
