@@ -14,7 +14,9 @@ import pytest
 from stream_support import feed, wait_for
 
 from avatarfarm.server.stream import StreamError, StreamPipeline, VideoSettings
-from avatarfarm.server.stream.targets import HLS_WINDOW, safe_recording_path
+from avatarfarm.server.stream.outputs import Backoff, Destination
+from avatarfarm.server.stream.pipeline import MAX_OUTPUTS
+from avatarfarm.server.stream.targets import HLS_WINDOW, parse_target, safe_recording_path
 
 W, H, FPS = 320, 180, 30
 FAST = VideoSettings(bitrate_kbps=400, preset="ultrafast")
@@ -163,3 +165,33 @@ def test_outputs_join_and_leave_a_live_session(tmp_path):
     assert len(a) >= FPS + 7  # finalized when removed
     assert b[0].key_frame and b_times[0] == 0.0  # joined on a forced IDR, own timeline
     assert 2 * FPS <= len(b) <= 3 * FPS + 3  # + frames still queued when it joined
+
+
+def test_outputs_are_capped_and_none_join_a_closing_stream(tmp_path):
+    names = [f"record:{i}.mp4" for i in range(MAX_OUTPUTS)]
+    pipe = StreamPipeline("c1", W, H, FPS, FAST, names, recordings_root=tmp_path)
+    with pytest.raises(StreamError, match=f"at most {MAX_OUTPUTS}"):
+        pipe.add_output("record:one-more.mp4")
+    pipe.remove_output(1)
+    pipe.add_output("record:instead.mp4")  # room again
+    pipe.close(5)
+    with pytest.raises(StreamError, match="closing"):
+        pipe.add_output("record:too-late.mp4")  # would be a thread nobody closes
+    assert not (tmp_path / "too-late.mp4").exists()
+
+
+def test_reconnect_backoff_stays_capped_however_long_an_ingest_is_down():
+    backoff = Backoff(first=0.5, cap=30.0, jitter=0.2)
+    delays = [backoff.next_delay() for _ in range(3000)]  # days of retries
+    assert delays[0] <= 0.6 and max(delays) <= 36.0 and min(delays[20:]) >= 24.0
+
+
+def test_a_destination_that_breaks_says_so_instead_of_dying_silently(tmp_path):
+    def broken_templates():
+        raise RuntimeError("encoder templates went away")
+
+    target = parse_target("record:x.mp4", "d1", 2.0, None, tmp_path)
+    dest = Destination(1, target, broken_templates, lambda: None)
+    assert wait_for(lambda: dest.state == "failed", 5)
+    assert "encoder templates went away" in dest.stats()["last_error"]
+    assert dest.close(1.0)

@@ -16,6 +16,7 @@ from avatarfarm.render.camera import Placement
 from avatarfarm.render.scene import CORNERS, DEFAULT_LABEL, FRAMINGS, Label, Overlay, Scene
 
 from ..sessions import STANDBY_TEXT, DriverSpec, SessionSpec, StandbySpec, VideoSpec
+from ..stream.pipeline import MAX_OUTPUTS
 
 MAX_PIXELS = 3840 * 2160
 Corner = Literal["top-left", "top-right", "bottom-left", "bottom-right"]
@@ -172,7 +173,7 @@ class SessionCreate(Strict):
     avatar: str = Field("default", pattern=r"^(default|[0-9a-f]{64})$")
     video: VideoIn = Field(default_factory=VideoIn)
     scene: SceneIn = Field(default_factory=SceneIn)
-    outputs: list[OutputIn] = Field(default_factory=list, max_length=8)
+    outputs: list[OutputIn] = Field(default_factory=list, max_length=MAX_OUTPUTS)
     driver: DriverIn = Field(default_factory=DriverIn)
 
     def to_spec(self, media: MediaLookup) -> SessionSpec:

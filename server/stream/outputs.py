@@ -12,6 +12,7 @@ import logging
 import queue
 import random
 import threading
+import time
 from collections.abc import Callable
 from enum import StrEnum
 from fractions import Fraction
@@ -22,6 +23,7 @@ from .targets import Target
 from .urls import mask_text
 
 log = logging.getLogger(__name__)
+STABLE_S = 30.0  # a connection up this long resets the reconnect backoff
 
 
 class State(StrEnum):
@@ -40,7 +42,7 @@ class Backoff:
         self._attempt = 0
 
     def next_delay(self) -> float:
-        base = min(self.cap, self.first * 2**self._attempt)
+        base = min(self.cap, self.first * 2 ** min(self._attempt, 32))  # no overflow, ever
         self._attempt += 1
         return base * random.uniform(1 - self.jitter, 1 + self.jitter)
 
@@ -101,19 +103,32 @@ class Destination:
 
     # -- muxer thread --------------------------------------------------------------------
     def _run(self) -> None:
+        try:
+            self._serve()
+        except Exception as exc:  # a bug: say so in stats instead of a silent dead thread
+            log.exception("output %d stopped", self.id)
+            self._fail(exc)
+            self.state = State.FAILED
+        with self._lock:
+            self._accepting = False
+        if self.state != State.FAILED:
+            self.state = State.CLOSED
+        self.target.discard()
+
+    def _serve(self) -> None:
         while not self._stopping.is_set():
             container = self._connect()
             if container is None:
                 if not self._wait_retry():
-                    break
+                    return
                 continue
+            live_since = time.monotonic()
             clean = self._pump(*container)
             self._close_container(container[0])
+            if time.monotonic() - live_since >= STABLE_S:
+                self._backoff.reset()  # an ingest that takes the stream and drops it backs off
             if clean or not self._wait_retry():
-                break
-        if self.state != State.FAILED:
-            self.state = State.CLOSED
-        self.target.discard()
+                return
 
     def _connect(self) -> tuple[Any, Any, Any] | None:
         templates = self._templates()
@@ -131,7 +146,6 @@ class Destination:
             self._accepting, self._await_key = True, True
         self._request_idr()
         self.counters["connects"] += 1
-        self._backoff.reset()
         self.state = State.LIVE
         log.info("output %d live: %s", self.id, self.target.display)
         return opened

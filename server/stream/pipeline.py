@@ -23,6 +23,7 @@ from .outputs import Destination
 from .settings import VideoSettings
 from .targets import parse_target
 
+MAX_OUTPUTS = 8  # destinations per session: each is a thread and, for RTMP, a connection
 LATENCY_RING = 256
 LATENCY_BUCKETS = np.array([0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0])
 """Upper bounds (seconds) of the encode-latency histogram; the last bucket is +Inf."""
@@ -56,6 +57,7 @@ class StreamPipeline:
         self._audio = AudioTrack(fps) if self._encoder is not None else None
         self._frames = FrameQueue(width * height * 3 // 2, queue_frames, self.device_frames)
         self._outputs: dict[int, Destination] = {}
+        self._closing = False
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._force_idr = threading.Event()
@@ -123,6 +125,10 @@ class StreamPipeline:
             spec, self.session_id, self.video.keyint_s, self._hls_root, self._recordings_root
         )
         with self._lock:
+            if self._closing:  # close() has taken its list of outputs: this one would leak
+                raise StreamError("the session's stream is closing", "url")
+            if len(self._outputs) >= MAX_OUTPUTS:
+                raise StreamError(f"a session has at most {MAX_OUTPUTS} outputs", "url")
             dest_id = next(self._ids)
             self._outputs[dest_id] = Destination(dest_id, target, self._templates, self.force_idr)
         return dest_id
@@ -165,6 +171,7 @@ class StreamPipeline:
         self._frames.close()
         self._thread.join(max(0.0, deadline - time.monotonic()))
         with self._lock:
+            self._closing = True
             outputs = list(self._outputs.values())
         for dest in outputs:
             dest.close(max(0.1, deadline - time.monotonic()))
