@@ -657,7 +657,7 @@ class Engine:
             rows.discard(row)
         self._scenes.pop(row, None)
         session.row = session.slot = None
-        return self._closer.submit(_finish, session, timeout)
+        return self._closer.submit(_finish, session, time.monotonic() + timeout)
 
     def _fail_pending_commands(self) -> None:
         while True:
@@ -669,15 +669,19 @@ class Engine:
                 future.set_exception(EngineBusy("engine stopped"))
 
 
-def _finish(session: Session, timeout: float) -> Session:
-    """Closer thread: stop driver ports, flush the encoder and finalize outputs."""
+def _finish(session: Session, deadline: float) -> Session:
+    """Closer thread: stop driver ports, flush the encoder and finalize outputs.
+
+    The deadline is fixed when the session is stopped: in a drain, sessions waiting for a
+    closer thread get what is left of the drain's time, not a fresh timeout each.
+    """
     try:
         session.drivers.close()
     except Exception:
         log.exception("session %s: stopping its drivers failed", session.id)
     if session.pipeline is not None:
         try:
-            session.pipeline.close(timeout)
+            session.pipeline.close(max(0.1, deadline - time.monotonic()))
         except Exception as exc:
             session.fail(f"closing outputs failed: {mask_text(str(exc))}", "outputs")
     if session.state is SessionState.STOPPING:

@@ -201,11 +201,15 @@ class Destination:
                 return
 
     # -- control -------------------------------------------------------------------------
-    def close(self, timeout: float) -> bool:
-        """Flush what is queued, finalize the file or stream; True if it ended in time."""
+    def stop(self) -> None:
+        """Ask the muxer thread to flush what is queued and finalize; does not wait."""
         self._stopping.set()
         with self._lock:
             self._accepting = False
+
+    def close(self, timeout: float) -> bool:
+        """Flush what is queued, finalize the file or stream; True if it ended in time."""
+        self.stop()
         self._thread.join(timeout)
         return not self._thread.is_alive()
 

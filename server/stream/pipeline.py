@@ -173,6 +173,8 @@ class StreamPipeline:
         with self._lock:
             self._closing = True
             outputs = list(self._outputs.values())
+        for dest in outputs:  # all finalize at once; then each is waited for in turn
+            dest.stop()
         for dest in outputs:
             dest.close(max(0.1, deadline - time.monotonic()))
 
