@@ -114,6 +114,7 @@ def test_48k_stereo_passes_through_exactly_and_overflow_drops_the_oldest() -> No
     ("header", "field"),
     [
         ("not json", "format"),
+        ("[" * 60_000, "format"),
         (json.dumps({"format": "opus", "rate": 48_000}), "format"),
         (json.dumps({"format": "pcm16", "rate": 22_050}), "rate"),
         (json.dumps({"format": "pcm16", "rate": 16_000, "channels": 6}), "channels"),

@@ -93,6 +93,9 @@ def test_latest_wins_and_stale_messages_are_dropped(pose: PoseState) -> None:
         (json.dumps({"eyes": {"left": {"yaw": 1}}}), "eyes.right"),
         (json.dumps({"t": True}), "t"),
         ("x" * 70_000, "message"),
+        ("[" * 60_000, "message"),  # nested past the parser's recursion limit
+        ('{"t": 1' + "0" * 400 + "}", "t"),  # an integer no float holds
+        ('{"head": {"yaw": 1' + "0" * 400 + "}}", "head.yaw"),
     ],
 )
 def test_bad_json_is_rejected_with_the_field(message: str, field: str) -> None:
@@ -132,3 +135,8 @@ def test_session_counts_rejections_and_nonfinite(pose: PoseState) -> None:
     }
     assert isinstance(session.last_error, DriveError)
     assert np.isfinite(pose.head).all()
+
+
+def test_an_expression_no_float_holds_is_counted_unknown() -> None:
+    msg = parse_json('{"expressions": {"jawOpen": 1' + "0" * 400 + ', "blink": 0.5}}')
+    assert msg.unknown == 1 and msg.mask.sum() == 1

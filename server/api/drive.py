@@ -34,6 +34,7 @@ from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from ..drivers.audio import AudioDriver, AudioError
+from ..drivers.client_json import loads
 from ..drivers.websocket import DriveSession
 from ..engine import EngineBusy
 from ..sessions import Session, SessionError
@@ -125,7 +126,7 @@ async def _connect(ws: WebSocket, session_id: str) -> tuple[ServerState, Session
 def _auth_message(message: dict[str, Any]) -> str | None:
     """The key of a first message `{"auth": "<key>"}`, else None."""
     try:
-        doc = json.loads(message.get("text") or "")
+        doc = loads(message.get("text") or "")
     except ValueError:
         return None
     key = doc.get("auth") if isinstance(doc, dict) else None

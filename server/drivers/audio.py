@@ -23,13 +23,13 @@ frame when the tick and the audio pull are not aligned).
 
 from __future__ import annotations
 
-import json
 import threading
 from dataclasses import dataclass
 
 import av
 import numpy as np
 
+from .client_json import loads
 from .lipsync import FFT, LipSync
 
 RATE = 48_000
@@ -55,8 +55,8 @@ class AudioFormat:
 def parse_header(message: str | bytes) -> AudioFormat:
     """The first message of the audio WebSocket."""
     try:
-        doc = json.loads(message)
-    except (ValueError, UnicodeDecodeError) as exc:
+        doc = loads(message)
+    except ValueError as exc:
         msg = f"the first message must be a JSON format header: {exc}"
         raise AudioError(msg, "format") from exc
     if not isinstance(doc, dict) or doc.get("format") != "pcm16":

@@ -31,15 +31,16 @@ one is dropped as stale (UDP-like reordering through proxies).
 
 from __future__ import annotations
 
-import json
 import math
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from ...render.vocabulary import ARKIT_NAMES, VOCABULARY, index_of
+from .client_json import loads
 from .pose import PoseError, PoseState
 
 K = len(VOCABULARY)
@@ -77,8 +78,8 @@ def parse_json(text: str | bytes) -> DriveMessage:
     if len(text) > MAX_TEXT:
         raise DriveError(f"message longer than {MAX_TEXT} bytes", "message")
     try:
-        doc = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
+        doc = loads(text)
+    except ValueError as exc:
         raise DriveError(f"not JSON: {exc}", "message") from exc
     if not isinstance(doc, dict):
         raise DriveError("a drive message is a JSON object", "message")
@@ -92,10 +93,11 @@ def parse_json(text: str | bytes) -> DriveMessage:
         msg.expressions, msg.mask = np.zeros(K), np.zeros(K, bool)
         for name, value in values.items():
             i = index_of(name)
-            if i is None or isinstance(value, bool) or not isinstance(value, int | float):
+            weight = _weight(value)
+            if i is None or weight is None:
                 msg.unknown += 1
                 continue
-            msg.expressions[i], msg.mask[i] = value, True
+            msg.expressions[i], msg.mask[i] = weight, True
     if "head" in doc:
         head = _object(doc, "head")
         msg.head = np.array([_number(head, k, f"head.{k}") for k in ("yaw", "pitch", "roll")])
@@ -223,9 +225,22 @@ def _object(doc: dict, key: str, field: str | None = None) -> dict:
     return value
 
 
+def _weight(value: Any) -> float | None:
+    """An expression weight as a float; None for a non-number or one no float can hold."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        return float(value)
+    except OverflowError:
+        return None
+
+
 def _number(doc: dict, key: str, field: str) -> float:
     """doc[key] as a float (0 when absent); bools and strings are errors."""
     value = doc.get(key, 0.0)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise DriveError(f"{field} must be a number", field)
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an integer of hundreds of digits
+        raise DriveError(f"{field} is out of range", field) from None
