@@ -146,6 +146,17 @@ def test_outputs_added_and_removed_live_with_masked_urls(server, t1):
         outputs = t1.get(f"/v1/sessions/{sid}").json()["outputs"]
         assert [o["url"] for o in outputs] == ["rtmp://127.0.0.1:9/live/****"]
         assert t1.delete(f"/v1/sessions/{sid}/outputs/{hls['id']}").status_code == 404
+        for _ in range(7):  # 8 outputs at most, also when added live
+            t1.post(f"/v1/sessions/{sid}/outputs", json={"url": "hls:"})
+        res = t1.post(f"/v1/sessions/{sid}/outputs", json={"url": "hls:"})
+        assert res.status_code == 422 and "at most 8" in res.json()["error"]["message"]
+        # a refused scene leaves the whole PATCH undone, bitrate included
+        res = t1.patch(f"/v1/sessions/{sid}", json={"bitrate_kbps": 900,
+                                                    "scene": {"background": "media:nope"}})  # fmt: skip
+        assert res.status_code == 422, res.text
+        time.sleep(1.0)  # frames encoded since: a bitrate set anyway would show by now
+        after = t1.get(f"/v1/sessions/{sid}").json()
+        assert after["video"]["bitrate_kbps"] == after["stats"]["bitrate_kbps"] == 300
     finally:
         t1.delete(f"/v1/sessions/{sid}")
     assert "sk_SECRET" not in server.output()

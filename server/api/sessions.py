@@ -59,21 +59,21 @@ async def patch_session(session_id: str, body: SessionPatch, state: State, who: 
     session = own_session(state, who, session_id)
     if not session.active:
         raise ApiError(409, f"session is {session.state}", "id", code="conflict")
+    if body.bitrate_kbps is not None and session.pipeline is None:
+        raise ApiError(409, "session has no encoder", "bitrate_kbps", code="conflict")
     spec = session.spec
-    if body.bitrate_kbps is not None:
-        if session.pipeline is None:
-            raise ApiError(409, "session has no encoder", "bitrate_kbps", code="conflict")
-        session.pipeline.set_bitrate(body.bitrate_kbps)
-        spec = dataclasses.replace(
-            spec, video=dataclasses.replace(spec.video, bitrate_kbps=body.bitrate_kbps)
-        )
-    if body.scene is not None:
+    if body.scene is not None:  # first: a scene that is refused leaves the bitrate alone
         scene = body.scene.to_scene(state.media.lookup(session.tenant, state.settings.media_dir))
         _check_label(state, scene.label.enabled)
         scene.validate()
         # compiling a scene decodes images/videos: a worker thread, not the event loop
         await _engine(await run_in_threadpool(state.engine.set_scene, session, scene))
         spec = dataclasses.replace(spec, scene=scene)
+    if body.bitrate_kbps is not None:
+        session.pipeline.set_bitrate(body.bitrate_kbps)
+        spec = dataclasses.replace(
+            spec, video=dataclasses.replace(spec.video, bitrate_kbps=body.bitrate_kbps)
+        )
     session.spec = spec
     return view(state, session)
 
