@@ -151,8 +151,8 @@ def test_outputs_added_and_removed_live_with_masked_urls(server, t1):
         res = t1.post(f"/v1/sessions/{sid}/outputs", json={"url": "hls:"})
         assert res.status_code == 422 and "at most 8" in res.json()["error"]["message"]
         # a refused scene leaves the whole PATCH undone, bitrate included
-        res = t1.patch(f"/v1/sessions/{sid}", json={"bitrate_kbps": 900,
-                                                    "scene": {"background": "media:nope"}})  # fmt: skip
+        patch = {"bitrate_kbps": 900, "scene": {"background": "media:nope"}}
+        res = t1.patch(f"/v1/sessions/{sid}", json=patch)
         assert res.status_code == 422, res.text
         time.sleep(1.0)  # frames encoded since: a bitrate set anyway would show by now
         after = t1.get(f"/v1/sessions/{sid}").json()
