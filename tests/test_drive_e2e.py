@@ -17,6 +17,7 @@ import math
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import av
 import httpx
@@ -399,6 +400,20 @@ def test_garbage_and_floods_are_counted_and_never_stall_the_engine(server, t1):
         assert metric(server, "avatarfarm_driver_rejected_total", type="livelink") > 0
         assert metric(server, "avatarfarm_driver_flood_dropped_total", type="vmc") > 0
         assert metric(server, "avatarfarm_driver_packets_total", type="vmc") > 1000
+    finally:
+        t1.delete(f"/v1/sessions/{sid}")
+
+
+def test_concurrent_driver_requests_cannot_pass_the_port_limit(t1):
+    sid = create(t1)
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            codes = list(pool.map(
+                lambda _: t1.post(f"/v1/sessions/{sid}/drivers", json={"type": "vmc"}).status_code,
+                range(8),
+            ))  # fmt: skip
+        assert sorted(codes) == [201] * 4 + [429] * 4, codes
+        assert len(t1.get(f"/v1/sessions/{sid}/drivers").json()["active"]) == 4
     finally:
         t1.delete(f"/v1/sessions/{sid}")
 

@@ -130,10 +130,14 @@ async def open_driver(session_id: str, body: DriverCreate, state: State, who: Ca
     if not session.active or session.drivers.pose is None:
         raise ApiError(409, f"session is {session.state}", "session_id", code="conflict")
     if len(session.drivers.ports) >= MAX_PORTS:
-        raise ApiError(429, f"at most {MAX_PORTS} driver ports per session", "type",
-                       code="quota_exceeded")  # fmt: skip
+        raise _too_many()
     port = await run_in_threadpool(_start, state, session, body)
     return _view(port)
+
+
+def _too_many() -> ApiError:
+    return ApiError(429, f"at most {MAX_PORTS} driver ports per session", "type",
+                    code="quota_exceeded")  # fmt: skip
 
 
 def _start(state: ServerState, session: Session, body: DriverCreate) -> DriverPort:
@@ -148,7 +152,9 @@ def _start(state: ServerState, session: Session, body: DriverCreate) -> DriverPo
 
     ports: Iterable[int] = (body.port,) if body.port is not None else (conventional, 0)
     receiver = None
-    with _bind_lock:
+    with _bind_lock:  # held until the port is added: concurrent requests see each other's
+        if len(drivers.ports) >= MAX_PORTS:
+            raise _too_many()
         for number in ports:
             candidate = cls(drivers.pose, state.settings.host, number, body.allowed, on_input)
             try:
@@ -160,8 +166,8 @@ def _start(state: ServerState, session: Session, body: DriverCreate) -> DriverPo
                 continue
             receiver = candidate
             break
-    assert receiver is not None
-    port = drivers.add_port(receiver, sources)
+        assert receiver is not None
+        port = drivers.add_port(receiver, sources)
     if port is None:  # the session ended meanwhile
         receiver.stop()
         raise ApiError(409, f"session is {session.state}", "session_id", code="conflict")
