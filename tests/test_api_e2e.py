@@ -310,7 +310,10 @@ def test_media_upload_use_isolation_and_delete(t1, t2):
     res = t2.post("/v1/sessions", json={"scene": {"background": f"media:{media['id']}"},
                                         "video": SMALL})  # fmt: skip
     assert res.status_code == 422 and res.json()["error"]["field"] == "scene.background"
-    s = create(t1, scene={"background": f"media:{media['id']}", "framing": "head"})
+    ref = f"media:{media['id']}"
+    s = create(t1, scene={"background": ref, "framing": "head"},
+               driver={"idle": False, "standby": {"background": ref}})  # fmt: skip
+    assert s["driver"]["standby"]["background"] == ref  # as written, not the server's path
     try:
         wait_state(t1, s["id"], "live")
         frame = snapshot(t1, s["id"])

@@ -7,6 +7,7 @@ import dataclasses
 import functools
 import hashlib
 import logging
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Response
@@ -216,6 +217,20 @@ def _spec_dict(spec: Any) -> dict[str, Any]:
     return dataclasses.asdict(spec)
 
 
+def _public_driver(state: ServerState, driver: Any) -> dict[str, Any]:
+    """The driver spec as the client wrote it: a standby image as `media:<name>`, never the
+    server's path to it."""
+    shown = _spec_dict(driver)
+    path = driver.standby.background
+    if path.startswith("#"):
+        return shown
+    media_dir = state.settings.media_dir
+    root = Path(media_dir).resolve() if media_dir is not None else None
+    name = Path(path).relative_to(root) if root and Path(path).is_relative_to(root) else None
+    ref = f"media:{name if name is not None else Path(path).stem}"  # uploads: <id>.<kind>
+    return {**shown, "standby": {**shown["standby"], "background": ref}}
+
+
 def view(state: ServerState, session: Session) -> dict[str, Any]:
     """The public face of a session: masked URLs, counters, the last error."""
     stream = session.pipeline.stats() if session.pipeline is not None else None
@@ -250,7 +265,7 @@ def view(state: ServerState, session: Session) -> dict[str, Any]:
         "state": session.state.value,
         "avatar": session.spec.avatar,
         "video": _spec_dict(v),
-        "driver": _spec_dict(session.spec.driver),
+        "driver": _public_driver(state, session.spec.driver),
         "outputs": outputs,
         "stats": stats,
         "error": session.error,
