@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import logging
+import socket
+import struct
+import threading
+import time
 
 import av
 import pytest
@@ -10,6 +14,7 @@ from nginx_rtmp import free_port, nginx_or_skip
 from stream_support import Feeder, feed, pull, wait_for
 
 from avatarfarm.server.stream import StreamPipeline, VideoSettings
+from avatarfarm.server.stream.rtmp import RtmpPublisher, amf_decode_all, amf_encode
 
 W, H, FPS = 320, 180, 30
 FAST = VideoSettings(bitrate_kbps=500, preset="ultrafast")
@@ -98,3 +103,64 @@ def test_dead_destination_does_not_disturb_the_live_one(nginx, caplog):
     for text in (caplog.text, repr(stats), repr(pipe.stats())):
         assert "SECRETkey" not in text
     assert "rtmp://127.0.0.1" in dead_out["url"] and dead_out["url"].endswith("/live/****")
+
+
+def test_a_silent_ingest_never_freezes_the_process():
+    """An ingest that accepts TCP and then says nothing: only its own output waits."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        url = f"rtmp://127.0.0.1:{listener.getsockname()[1]}/live/silentSECRET"
+        ticks = [0]
+        stop = threading.Event()
+
+        def count() -> None:  # stands in for the engine: it must keep running throughout
+            while not stop.wait(0.001):
+                ticks[0] += 1
+
+        counter = threading.Thread(target=count)
+        counter.start()
+        pipe = StreamPipeline("s4", W, H, FPS, FAST, [url])
+        try:
+            feed(pipe, FPS)
+            start, began = ticks[0], time.monotonic()
+            assert wait_for(lambda: pipe.stats()["outputs"][1]["state"] == "retrying", 15)
+            elapsed = time.monotonic() - began
+            out = pipe.stats()["outputs"][1]
+        finally:
+            pipe.close(5)
+            stop.set()
+            counter.join()
+    assert "did not answer" in out["last_error"] and "SECRET" not in out["last_error"]
+    assert ticks[0] - start > 100 * elapsed  # ~1 kHz with the GIL free; 0 if it were held
+
+
+def test_publisher_answers_the_ingests_pings():
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        publisher = RtmpPublisher("rtmp://h/live/k")
+        publisher._sock = ours
+        ping = struct.pack(">HI", 6, 123456)  # user control: ping request, server time
+        theirs.sendall(bytes([0x02]) + (0).to_bytes(3, "big") + len(ping).to_bytes(3, "big")
+                       + bytes([4]) + struct.pack("<I", 0) + ping)  # fmt: skip
+        publisher.send_flv(b"")  # between two frames: reads what the server sent
+        theirs.settimeout(2)
+        reply = theirs.recv(64)
+    assert reply[0] & 0x3F == 2 and reply[7] == 4  # control chunk stream, user control
+    assert struct.unpack(">HI", reply[12:18]) == (7, 123456)  # ping response, same time
+
+
+def test_amf0_round_trip_of_what_commands_carry():
+    values = ["onStatus", 0.0, None, {"level": "status", "code": "NetStream.Publish.Start"}]
+    assert amf_decode_all(b"".join(amf_encode(v) for v in values)) == values
+
+
+def test_an_ingest_refusing_the_app_is_reported_without_the_key(nginx):
+    url = f"rtmp://127.0.0.1:{nginx.port}/noSuchApp/refusedSECRET"
+    pipe = StreamPipeline("s5", W, H, FPS, FAST, [url])
+    try:
+        assert wait_for(lambda: pipe.stats()["outputs"][1]["state"] == "retrying", 10)
+        out = pipe.stats()["outputs"][1]
+    finally:
+        pipe.close(5)
+    assert out["last_error"] and "SECRET" not in out["last_error"]

@@ -189,7 +189,7 @@ class Destination:
 
     def _close_container(self, container: Any) -> None:
         try:
-            container.close()  # writes the trailer (FLV durations, MP4 last fragment)
+            self.target.close(container)
         except Exception as exc:
             log.debug("output %d close: %s", self.id, mask_text(str(exc), (self.target.secret,)))
 

@@ -8,7 +8,6 @@ recordings folder. Only this module turns a user-supplied string into a path or 
 from __future__ import annotations
 
 import shutil
-import socket
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -18,10 +17,10 @@ from urllib.parse import urlsplit
 import av
 
 from .errors import StreamError
+from .rtmp import FlvSink, RtmpPublisher
 from .urls import mask_url, stream_key
 
 HLS_WINDOW = 6
-_CONNECT_TIMEOUT_S = 5.0
 
 
 @dataclass
@@ -35,41 +34,51 @@ class Target:
     retry: bool = False
     secret: str = ""
     cleanup_dir: Path | None = None
+    _publisher: RtmpPublisher | None = field(default=None, repr=False, compare=False)
 
     @property
     def display(self) -> str:
         return mask_url(self.address) if self.kind == "rtmp" else self.address
 
     def open(self, templates: tuple[Any, Any]) -> tuple[av.container.OutputContainer, Any, Any]:
+        """A container with its header written; RTMP is published by our own client
+        (rtmp.py) so that a silent ingest can never hold the GIL."""
         if self.kind == "rtmp":
-            _probe_tcp(self.address)
-        container = av.open(self.address, "w", format=self.format, options=self.options)
+            self._publisher = RtmpPublisher(self.address)
+            self._publisher.connect()
+            where: Any = FlvSink(self._publisher)
+        else:
+            where = self.address
         try:
-            video = container.add_stream_from_template(templates[0])
-            audio = container.add_stream_from_template(templates[1])
-            container.start_encoding()
+            container = av.open(where, "w", format=self.format, options=self.options)
+            try:
+                video = container.add_stream_from_template(templates[0])
+                audio = container.add_stream_from_template(templates[1])
+                container.start_encoding()
+            except Exception:
+                container.close()
+                raise
         except Exception:
-            container.close()
+            self._close_publisher()
             raise
         return container, video, audio
+
+    def close(self, container: av.container.OutputContainer) -> None:
+        """Write the trailer (FLV durations, MP4 last fragment), then end the connection."""
+        try:
+            container.close()
+        finally:
+            self._close_publisher()
+
+    def _close_publisher(self) -> None:
+        publisher, self._publisher = self._publisher, None
+        if publisher is not None:
+            publisher.close()
 
     def discard(self) -> None:
         """Remove what only this destination needed (the HLS preview folder)."""
         if self.cleanup_dir is not None:
             shutil.rmtree(self.cleanup_dir, ignore_errors=True)
-
-
-def _probe_tcp(url: str) -> None:
-    """Connect once from Python (GIL released) before FFmpeg does (GIL held in PyAV).
-
-    PyAV calls avio_open without releasing the GIL, so an unreachable ingest would freeze
-    every thread for the whole TCP timeout. Refused or unreachable hosts fail here instead;
-    only the RTMP handshake round trips still run under the GIL.
-    """
-    parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "rtmps" else 1935)
-    with socket.create_connection((parts.hostname or "", port), timeout=_CONNECT_TIMEOUT_S):
-        pass
 
 
 def parse_target(
@@ -89,7 +98,9 @@ def parse_target(
             raise StreamError(f"RTMP URL has a bad port: {mask_url(spec)}", "url") from None
         if not parts.hostname or parts.path.count("/") < 2 or not stream_key(spec):
             raise StreamError(f"RTMP URL needs host, app and stream key: {mask_url(spec)}", "url")
-        return Target("rtmp", spec, "flv", retry=True, secret=stream_key(spec))
+        # no seeking back on a live connection to fill in duration and size
+        options = {"flvflags": "no_duration_filesize"}
+        return Target("rtmp", spec, "flv", options, retry=True, secret=stream_key(spec))
     if scheme == "hls":
         return _hls_target(session_id, keyint_s, hls_root)
     if scheme == "record":
