@@ -1,7 +1,9 @@
 """All avatars in use, concatenated into the pooled arrays the kernels read (range mode).
 
 Adding an avatar rebuilds the pool (a rare event, never per frame); sessions then refer to
-their avatar by its vertex/triangle range. Layout: see avatarfarm.kernels.
+their avatar by its vertex/triangle range. Each avatar counts the sessions using it, and
+the rebuild drops the ones no session uses any more, so a server that loads avatar after
+avatar for days holds only those in use. Layout: see avatarfarm.kernels.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ class PooledAvatar:
     vbase: int = 0
     tbase: int = 0
     mbase: int = 0  # first material in the material pool
+    users: int = 0  # sessions rendering this avatar
 
 
 class MeshPool:
@@ -34,15 +37,26 @@ class MeshPool:
         self.version = 0
         self._rebuild()
 
-    def add(self, asset: AvatarAsset) -> int:
-        """Index of `asset` in the pool, adding it (and rebuilding the arrays) if new."""
-        key = id(asset)
+    def add(self, asset: AvatarAsset) -> tuple[int, np.ndarray | None]:
+        """One more user of `asset`: its index, and how the other avatars' indices moved
+        (old index -> new) when adding it rebuilt the pool and dropped unused ones."""
+        key = id(asset)  # the pool holds the asset, so its id cannot be reused meanwhile
         if key in self._by_id:
-            return self._by_id[key]
-        self.avatars.append(PooledAvatar(asset, ExpressionRig(asset), PoseRig(asset)))
-        self._by_id[key] = len(self.avatars) - 1
+            index = self._by_id[key]
+            self.avatars[index].users += 1
+            return index, None
+        moved = np.full(len(self.avatars), -1, np.int64)
+        kept = [i for i, a in enumerate(self.avatars) if a.users > 0]
+        moved[kept] = np.arange(len(kept))
+        self.avatars = [self.avatars[i] for i in kept]
+        self.avatars.append(PooledAvatar(asset, ExpressionRig(asset), PoseRig(asset), users=1))
+        self._by_id = {id(a.asset): i for i, a in enumerate(self.avatars)}
         self._rebuild()
-        return self._by_id[key]
+        return len(self.avatars) - 1, moved
+
+    def release(self, index: int) -> None:
+        """A session stopped using avatar `index`; it goes at the next rebuild if unused."""
+        self.avatars[index].users -= 1
 
     @property
     def max_targets(self) -> int:

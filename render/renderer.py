@@ -131,7 +131,9 @@ class Renderer:
         scene = scene or Scene()
         compiled = compiled or self.compile(scene, width, height, fps)
         _check_size(compiled, width, height)
-        avatar_index = self.pool.add(avatar)
+        avatar_index, moved = self.pool.add(avatar)
+        if moved is not None:
+            self._move_avatars(moved)
         slot = self._free_slots.pop() if self._free_slots else self._new_slot()
         size = width * height * 3 // 2
         frame_base = self._frames.alloc(size)
@@ -157,8 +159,16 @@ class Renderer:
         self._backgrounds.free(state.bg_base, state.bg_size * state.bg_frames)
         self._install_scene(slot, scene, compiled)
 
+    def _move_avatars(self, moved: np.ndarray) -> None:
+        """The pool dropped unused avatars: open slots follow their avatar's new index."""
+        for slot, state in enumerate(self._slots):
+            if state is not None:
+                state.avatar = int(moved[state.avatar])
+                self._slot_avatar[slot] = state.avatar
+
     def close(self, slot: int) -> None:
         state = self._slot(slot)
+        self.pool.release(state.avatar)
         self._frames.free(state.frame_base, state.width * state.height * 3 // 2)
         row, vertices = self._slot_hist[slot]
         self._history.free(int(row) * HISTORY_WIDTH, int(vertices) * HISTORY_WIDTH)

@@ -151,6 +151,23 @@ def test_blend_layer_appears_when_a_translucent_avatar_joins(ball):
     assert np.ptp(uv) > 10  # the translucent ball is drawn, not dropped
 
 
+def test_pool_keeps_only_avatars_in_use_and_sessions_follow_their_avatar(ball):
+    red = sphere_avatar(radius=0.11, color=(0.9, 0.1, 0.1, 1.0), name="red")
+    blue = sphere_avatar(radius=0.1, color=(0.2, 0.6, 0.9, 1.0), name="blue")
+    r = Renderer("cpu")
+    gone = r.open(ball, 160, 96, Scene(framing="head"))
+    kept = r.open(red, 160, 96, Scene(framing="head"))
+    also_gone = r.open(ball, 160, 96, Scene(framing="head"))
+    r.close(gone)
+    r.close(also_gone)  # no session uses `ball` now
+    r.open(blue, 160, 96, Scene(framing="head"))  # the rebuild drops it
+    assert [a.asset.name for a in r.pool.avatars] == ["red", "blue"]
+    assert r.pool.base_pos.shape[0] == red.vertex_count + blue.vertex_count
+    alone = Renderer("cpu")
+    expected = render_one(alone, alone.open(red, 160, 96, Scene(framing="head")))
+    np.testing.assert_array_equal(render_one(r, kept), expected)  # still the red ball
+
+
 def test_partial_redraw_leaves_no_stale_pixels(ball):
     """After the first frame only the avatar's box is recomposited: it must still be exact."""
     r = Renderer("cpu")
