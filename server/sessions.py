@@ -320,7 +320,13 @@ class SessionTable:
         """
         with self._lock:
             if key is not None and (session.tenant, key) in self._idempotency:
-                earlier = self._sessions.get(self._idempotency[(session.tenant, key)][1])
+                first_print, first_id = self._idempotency[(session.tenant, key)]
+                earlier = self._sessions.get(first_id)
+                if earlier is not None and first_print != fingerprint:
+                    raise SessionError(
+                        "Idempotency-Key reused with a different request", "Idempotency-Key",
+                        "conflict",
+                    )  # fmt: skip
                 if earlier is not None:
                     return earlier
             active = sum(1 for s in self._sessions.values() if s.tenant == session.tenant

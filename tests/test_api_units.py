@@ -122,6 +122,11 @@ def test_session_table_quota_idempotency_and_isolation():
     with pytest.raises(SessionError) as err:
         table.idempotent("t1", "k1", "other body")
     assert err.value.code == "conflict"
+    twin = Session("t1", SessionSpec())  # a concurrent request with the key: same body
+    assert table.add(twin, "k1", "body") is a
+    with pytest.raises(SessionError) as err:  # ... a different body, past idempotent()
+        table.add(Session("t1", SessionSpec()), "k1", "other body")
+    assert err.value.code == "conflict"
     with pytest.raises(SessionError) as err:
         table.add(Session("t1", SessionSpec()), None, None)
     assert err.value.code == "quota"
