@@ -6,6 +6,7 @@ it creates because the server is shared by the API test modules.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import socket
 import struct
@@ -425,3 +426,28 @@ def test_health_readiness_and_metrics(server, t1):
     assert "process_resident_memory_bytes" in text
     for key in (*TENANT_KEYS.values(), ADMIN_KEY):
         assert key not in text and key not in server.output()
+
+
+def test_previews_are_limited_per_tenant_and_freed_when_watchers_leave(t1):
+    s = create(t1)
+    url = f"/v1/sessions/{s['id']}/preview.mjpg"
+    try:
+        wait_state(t1, s["id"], "live")
+        with contextlib.ExitStack() as watching:
+            parts = []  # each watcher's part iterator, kept: dropping it would hang up
+            for _ in range(8):
+                res = watching.enter_context(t1.stream("GET", url))
+                assert res.status_code == 200
+                parts.append(res.iter_bytes())
+                assert next(parts[-1]).startswith(b"--")  # a JPEG part arrives
+            res = t1.get(url)
+            assert res.status_code == 429 and res.json()["error"]["code"] == "quota_exceeded"
+        deadline = time.monotonic() + 10  # the watchers left: their places come back
+        while True:
+            with t1.stream("GET", url) as res:
+                if res.status_code == 200:
+                    break
+            assert time.monotonic() < deadline, "preview places were not given back"
+            time.sleep(0.2)
+    finally:
+        t1.delete(f"/v1/sessions/{s['id']}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -109,7 +110,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.server = state
-    app.state.previews = [0]
+    app.state.previews = Counter()  # open MJPEG previews by tenant
     errors.install(app)
     app.add_middleware(BodyLimit)
     for module in (admin, avatars, media_uploads, sessions, outputs, pose, drive, drivers, media,

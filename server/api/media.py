@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import io
 import re
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 from PIL import Image
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from avatarfarm.render.frames import nv12_to_rgb
@@ -29,6 +31,7 @@ router = APIRouter(prefix="/v1/sessions/{session_id}", tags=["media"], responses
 
 FIRST_FRAME_WAIT_S = 10.0
 MAX_PREVIEWS = 16
+MAX_PREVIEWS_PER_TENANT = 8  # one tenant cannot take every preview
 BOUNDARY = "frame"
 _HLS_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}\.(m3u8|ts|m4s|mp4)$")
 JPEG = {200: {"content": {"image/jpeg": {}}, "description": "the session's latest frame"}}
@@ -72,13 +75,24 @@ async def snapshot(session_id: str, state: State, who: Caller) -> Response:
 async def preview(session_id: str, request: Request, state: State, who: Caller):
     """MJPEG at the configured preview rate, for as long as the client stays connected."""
     session = own_session(state, who, session_id)
-    watchers = request.app.state.previews
-    if watchers[0] >= MAX_PREVIEWS:
+    watchers: Counter[str] = request.app.state.previews  # tenant -> open previews
+    if watchers.total() >= MAX_PREVIEWS:
         raise ApiError(503, "too many previews open", headers={"Retry-After": "10"})
+    if watchers[session.tenant] >= MAX_PREVIEWS_PER_TENANT:
+        raise ApiError(429, f"at most {MAX_PREVIEWS_PER_TENANT} previews open per tenant",
+                       code="quota_exceeded", headers={"Retry-After": "10"})  # fmt: skip
+    watchers[session.tenant] += 1  # no await since the check: no other request got between
     period = 1.0 / state.settings.preview_fps
 
+    released = False
+
+    def release() -> None:  # once, from whichever sees the end first
+        nonlocal released
+        if not released:
+            released = True
+            watchers[session.tenant] -= 1
+
     async def parts() -> AsyncIterator[bytes]:
-        watchers[0] += 1
         try:
             while session.active and not state.draining:
                 if await request.is_disconnected():
@@ -97,13 +111,14 @@ async def preview(session_id: str, request: Request, state: State, who: Caller):
                 await asyncio.sleep(period)
         except ApiError:
             return
-        finally:
-            watchers[0] -= 1
+        finally:  # also when a send to a client that is gone raises (no background then)
+            release()
 
     return StreamingResponse(
         parts(),
         media_type=f"multipart/x-mixed-replace; boundary={BOUNDARY}",
         headers={"Cache-Control": "no-store"},
+        background=BackgroundTask(release),  # a response that never streamed
     )
 
 
