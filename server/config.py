@@ -7,6 +7,7 @@ module reads the environment on its own (an engine per GPU can get its own setti
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -66,11 +67,18 @@ class Settings:
         return keys
 
 
+_COMMENT = re.compile(r"(^|\s)#.*$")
+
+
 def parse_keys(text: str, where: str) -> dict[str, str]:
-    """`tenant1:key1,tenant2:key2` (blank items and #comments ignored)."""
+    """`tenant1:key1,tenant2:key2` (blank items and #comments ignored).
+
+    A comment starts at a `#` that begins an item or follows a space, so a key may hold
+    `#` itself (a silently shortened key would be weaker and match no client).
+    """
     keys: dict[str, str] = {}
     for item in text.split(","):
-        item = item.split("#", 1)[0].strip()
+        item = _COMMENT.sub("", item).strip()
         if not item:
             continue
         tenant, sep, key = item.partition(":")

@@ -22,7 +22,7 @@ from avatarfarm.server.sessions import (
 def test_settings_precedence_file_env_overrides(tmp_path: Path):
     config = tmp_path / "avatarfarm.toml"
     keys = tmp_path / "keys"
-    keys.write_text("# tenants\nt3:key-three-333\n")
+    keys.write_text("# tenants\nt3:key-three-333  # the third\nt4:key#with#hashes\n")
     config.write_text(f'[server]\nport = 9000\ntenant_max_sessions = 3\nkeys_file = "{keys}"\n')
     env = {"AVATARFARM_PORT": "9100", "AVATARFARM_API_KEYS": "t1:key-one-111,t2:key-two-222"}
     settings = load_settings(config, env=env, device="cpu")
@@ -31,6 +31,7 @@ def test_settings_precedence_file_env_overrides(tmp_path: Path):
         "t1": "key-one-111",
         "t2": "key-two-222",
         "t3": "key-three-333",
+        "t4": "key#with#hashes",  # a # inside a key is part of it
     }
 
 

@@ -245,6 +245,9 @@ def test_websocket_drive_json_and_binary_and_its_auth(server, t1):
         assert code == 4404 and body["error"]["code"] == "not_found"
         code, _ = refused(ws_url(server, "s_nothing", "drive", key))
         assert code == 4404
+        encoded = ws_url(server, sid, "drive") + "?%6Bey=encoded-key-777"
+        code, _ = refused(encoded)  # percent-encoded `key`: read as the key, and masked in logs
+        assert code == 4401
         history = t1.get(f"/v1/sessions/{sid}/drivers").json()["history"]
         sockets = [h for h in history if h["type"] == "websocket"]
         assert len(sockets) == 3 and all(h["disconnected_at"] for h in sockets)
@@ -254,7 +257,8 @@ def test_websocket_drive_json_and_binary_and_its_auth(server, t1):
                       reason="stale") >= 1  # fmt: skip
     finally:
         t1.delete(f"/v1/sessions/{sid}")
-    assert key not in server.output() and "wrong-key-000" not in server.output()
+    logs = server.output()
+    assert key not in logs and "wrong-key-000" not in logs and "encoded-key-777" not in logs
 
 
 def pull_audio(url: str, seconds: float, timeout: float = 60.0):

@@ -48,9 +48,10 @@ WATCH_S = 1.0  # how often an idle socket checks that its session is still runni
 
 
 class _MaskKeys(logging.Filter):
-    """uvicorn logs WebSocket paths with their query string: mask `key=` values."""
+    """uvicorn logs WebSocket paths with their query string: mask all of it (`?key=` may
+    also arrive percent-encoded, `?%6Bey=`, which a match on `key=` would miss)."""
 
-    _pattern = re.compile(r"([?&]key=)[^&\s\"]*")
+    _pattern = re.compile(r"(\?)[^\s\"]+")
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.args:
