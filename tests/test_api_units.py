@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from avatarfarm.server.api.drivers import TokenBucket
 from avatarfarm.server.auth import KeyRing, Principal
 from avatarfarm.server.capacity import CostModel, CpuSampler, Profile
 from avatarfarm.server.config import ConfigError, load_settings
@@ -156,3 +157,11 @@ def test_cpu_sampler_sees_this_process_working():
     while time.process_time() < end:
         pass
     assert 0.0 < sampler.sample() <= 1.0 + 1e-6
+
+
+def test_token_bucket_passes_its_rate_and_burst_and_drops_the_rest():
+    now = [64.0]
+    bucket = TokenBucket(1000.0, clock=lambda: now[0])
+    assert sum(bucket.take() for _ in range(400)) == 250  # the burst: 0.25 s of tokens
+    now[0] += 0.125
+    assert sum(bucket.take() for _ in range(400)) == 125  # then the rate

@@ -31,6 +31,7 @@ from test_drivers_audio import VOWELS, vowel
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from avatarfarm.server.api.drivers import BURST_S, RATE_LIMITS
 from avatarfarm.server.drivers.livelink import LIVELINK_NAMES, encode_packet
 from avatarfarm.server.drivers.websocket import encode_binary
 
@@ -402,8 +403,14 @@ def test_garbage_and_floods_are_counted_and_never_stall_the_engine(server, t1):
         assert metric(server, "avatarfarm_driver_rejected_total", type="vmc",
                       reason="malformed") > 0  # fmt: skip
         assert metric(server, "avatarfarm_driver_rejected_total", type="livelink") > 0
-        assert metric(server, "avatarfarm_driver_flood_dropped_total", type="vmc") > 0
-        assert metric(server, "avatarfarm_driver_packets_total", type="vmc") > 1000
+        received = metric(server, "avatarfarm_driver_packets_total", type="vmc")
+        flood = metric(server, "avatarfarm_driver_flood_dropped_total", type="vmc")
+        assert received > 1000
+        # the rate limit held: a machine slow enough that the kernel dropped the excess
+        # first sees no flood at the port, a fast one sees it dropped and counted
+        elapsed = time.monotonic() - t0 + 1.0
+        rate = RATE_LIMITS["vmc"]
+        assert received - flood <= rate * elapsed + rate * BURST_S + len(garbage)
     finally:
         t1.delete(f"/v1/sessions/{sid}")
 
