@@ -399,18 +399,20 @@ def test_garbage_and_floods_are_counted_and_never_stall_the_engine(server, t1):
         sock.close()
         assert server.client().get("/readyz").status_code == 200
         after = t1.get(f"/v1/sessions/{sid}").json()["stats"]["frames_rendered"]
-        assert after - before >= 10  # frames kept coming during the flood
+        assert after - before >= 10, (before, after)  # frames kept coming during the flood
         assert metric(server, "avatarfarm_driver_rejected_total", type="vmc",
                       reason="malformed") > 0  # fmt: skip
         assert metric(server, "avatarfarm_driver_rejected_total", type="livelink") > 0
         received = metric(server, "avatarfarm_driver_packets_total", type="vmc")
         flood = metric(server, "avatarfarm_driver_flood_dropped_total", type="vmc")
-        assert received > 1000
+        assert received > 1000, (received, flood)
         # the rate limit held: a machine slow enough that the kernel dropped the excess
         # first sees no flood at the port, a fast one sees it dropped and counted
         elapsed = time.monotonic() - t0 + 1.0
         rate = RATE_LIMITS["vmc"]
-        assert received - flood <= rate * elapsed + rate * BURST_S + len(garbage)
+        assert received - flood <= rate * elapsed + rate * BURST_S + len(garbage), (
+            received, flood, elapsed,
+        )  # fmt: skip
     finally:
         t1.delete(f"/v1/sessions/{sid}")
 
