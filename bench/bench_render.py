@@ -64,7 +64,7 @@ def session_bytes(renderer, slot: int) -> dict[str, int]:
     vertices = int(renderer.pool.ranges[state.avatar][1])
     return {
         "frame": state.width * state.height * 3 // 2,
-        "background": state.bg_size * state.bg_frames,
+        "background": state.shown.bg_size * state.shown.bg_frames,
         "layer": lw * lh * (8 + (0 if renderer._scratch.shared_blend else 8) + 4),
         "vertices": vertices * (16 + 12),
         "history": vertices * 4 * HISTORY_WIDTH,

@@ -6,6 +6,9 @@ API used by the engine (server) and the command line:
     slot = renderer.open(avatar, 1280, 720, Scene())    # persistent per-session state
     compiled = renderer.compile(scene, 1280, 720)       # decode images/videos: any thread
     renderer.set_scene(slot, scene, compiled)           # swap in (compiles here if omitted)
+    loaded = renderer.load(scene, 1280, 720, compiled=compiled, fill=False)
+    renderer.fill(loaded, 8 << 20)                      # copy its pixels in pieces ...
+    previous = renderer.show(slot, loaded)              # ... then show it; keep or unload
     renderer.render(slots, expressions, head, eyes)     # one tick for the given slots
     nv12 = renderer.frame(slot)                         # host NV12 view, valid until next render
     renderer.close(slot)
@@ -32,6 +35,7 @@ from .arena import Arena, grow
 from .asset import AvatarAsset
 from .camera import frame_view_projection, layer_rect, layer_view_projection
 from .pool import MeshPool
+from .resident import LoadedScene, SceneStore
 from .rig import P as PALETTE_SLOTS
 from .scene import CompiledScene, Scene, compile_scene
 
@@ -45,12 +49,8 @@ class _Slot:
     width: int
     height: int
     fps: float
-    scene: Scene
-    compiled: CompiledScene
     frame_base: int
-    bg_base: int
-    bg_size: int
-    bg_frames: int
+    shown: LoadedScene | None = None
 
 
 class Renderer:
@@ -75,10 +75,10 @@ class Renderer:
         self._slots: list[_Slot | None] = []
         self._free_slots: list[int] = []
         self._frames = Arena()
-        self._backgrounds = Arena()
+        self._device = None if self.backend == "cpu" else _DeviceMirror()
+        # backgrounds and overlays of every loaded scene; a device copy follows its writes
+        self._scenes = SceneStore(track_writes=self._device is not None)
         self._history = Arena(np.float32)  # per slot: its last frame's vertices, 8 floats each
-        self._overlays_stale = True
-        self._background_version = 0
         cap = 0
         # Per-slot persistent rows, gathered into per-tick rows by index.
         self._slot_avatar = np.zeros(cap, np.int32)
@@ -92,7 +92,6 @@ class Renderer:
         self._slot_hist = np.zeros((cap, 2), np.int64)  # history row, vertex count
         self._rows = _Rows()
         self._scratch = _Scratch()
-        self._device = None if self.backend == "cpu" else _DeviceMirror()
         self.stage_seconds: dict[str, float] | None = None  # set to {} to time each stage
 
     @contextlib.contextmanager
@@ -117,10 +116,12 @@ class Renderer:
         scene: Scene | None = None,
         fps: float = 30.0,
         compiled: CompiledScene | None = None,
+        loaded: LoadedScene | None = None,
     ) -> int:
         """Start rendering `avatar` at width x height; returns the slot used by render().
         `fps` paces a video background (one decoded frame per rendered frame); `compiled`,
-        from `compile()` on another thread, keeps image/video decoding off the caller."""
+        from `compile()` on another thread, keeps image/video decoding off the caller, and
+        a ready `loaded` scene (from `load()`) keeps copying its pixels off this call."""
         if (
             width % 2
             or height % 2
@@ -128,9 +129,9 @@ class Renderer:
             or not (16 <= height <= MAX_FRAME_SIDE)
         ):
             raise ValueError(f"frame size {width}x{height}: sides must be even, 16..4096")
-        scene = scene or Scene()
-        compiled = compiled or self.compile(scene, width, height, fps)
-        _check_size(compiled, width, height)
+        if loaded is None:
+            loaded = self.load(scene or Scene(), width, height, fps, compiled)
+        _check_shown(loaded, width, height)
         avatar_index, moved = self.pool.add(avatar)
         if moved is not None:
             self._move_avatars(moved)
@@ -142,22 +143,79 @@ class Renderer:
             self._history.alloc(HISTORY_WIDTH * vertices) // HISTORY_WIDTH,
             vertices,
         )
-        self._slots[slot] = _Slot(
-            avatar_index, width, height, fps, scene, compiled, frame_base, 0, 0, 0
-        )
+        self._slots[slot] = _Slot(avatar_index, width, height, fps, frame_base)
         self._slot_avatar[slot] = avatar_index
         self._slot_frame[slot] = (width, height, frame_base)
-        self._install_scene(slot, scene, compiled)
+        self.show(slot, loaded)
         return slot
 
     def set_scene(self, slot: int, scene: Scene, compiled: CompiledScene | None = None) -> None:
         """Change background, framing, overlays or label; applied from the next frame.
         Pass `compiled` (from `compile()`) to keep decoding off this thread."""
         state = self._slot(slot)
-        compiled = compiled or self.compile(scene, state.width, state.height, state.fps)
-        _check_size(compiled, state.width, state.height)
-        self._backgrounds.free(state.bg_base, state.bg_size * state.bg_frames)
-        self._install_scene(slot, scene, compiled)
+        loaded = self.load(scene, state.width, state.height, state.fps, compiled)
+        self.unload(self.show(slot, loaded))
+
+    def load(
+        self,
+        scene: Scene,
+        width: int,
+        height: int,
+        fps: float = 30.0,
+        compiled: CompiledScene | None = None,
+        *,
+        fill: bool = True,
+    ) -> LoadedScene:
+        """Place a scene's pixels in the renderer's buffers, ready for `show()`. With
+        `fill=False` nothing is copied yet: `fill()` copies it a budget at a time."""
+        compiled = compiled or self.compile(scene, width, height, fps)
+        _check_size(compiled, width, height)
+        loaded = self._scenes.load(scene, compiled)
+        if fill:
+            self._scenes.fill(loaded)
+        return loaded
+
+    def fill(self, loaded: LoadedScene, max_bytes: int | None = None) -> bool:
+        """Copy up to `max_bytes` more of a loaded scene (all when None); True when ready."""
+        return self._scenes.fill(loaded, max_bytes)
+
+    def unload(self, loaded: LoadedScene | None) -> None:
+        """Free a loaded scene that no slot shows."""
+        if loaded is not None:
+            self._scenes.unload(loaded)
+
+    def show(self, slot: int, loaded: LoadedScene) -> LoadedScene | None:
+        """Render `slot` with a ready loaded scene from its next frame; nothing is copied.
+        Returns the scene it showed before, which the caller keeps or unloads."""
+        state = self._slot(slot)
+        _check_shown(loaded, state.width, state.height)
+        previous, state.shown = state.shown, loaded
+        loaded.showing += 1
+        if previous is not None:
+            previous.showing -= 1
+        self._slot_bg[slot] = (loaded.bg_base, loaded.bg_size, loaded.bg_frames)
+        self._slot_ov[slot] = (loaded.ov_start, loaded.ov_count)
+        asset = self.pool.avatars[state.avatar].asset
+        scene = loaded.scene
+        frame_vp = frame_view_projection(
+            asset.cameras[scene.framing], state.width, state.height, scene.placement
+        )
+        lo, hi = asset.bounds
+        rect = layer_rect(frame_vp, lo, hi, state.width, state.height)
+        if rect.empty:
+            self._slot_layer[slot] = (0, 0, 0, 0)
+            self._slot_viewproj[slot] = frame_vp
+        else:
+            self._slot_layer[slot] = (rect.x0, rect.y0, rect.width, rect.height)
+            self._slot_viewproj[slot] = layer_view_projection(
+                frame_vp, rect, state.width, state.height
+            )
+        self._slot_dirty[slot] = True
+        return previous
+
+    def shown(self, slot: int) -> LoadedScene:
+        """The loaded scene `slot` renders."""
+        return self._slot(slot).shown  # type: ignore[return-value]
 
     def _move_avatars(self, moved: np.ndarray) -> None:
         """The pool dropped unused avatars: open slots follow their avatar's new index."""
@@ -172,11 +230,12 @@ class Renderer:
         self._frames.free(state.frame_base, state.width * state.height * 3 // 2)
         row, vertices = self._slot_hist[slot]
         self._history.free(int(row) * HISTORY_WIDTH, int(vertices) * HISTORY_WIDTH)
-        self._backgrounds.free(state.bg_base, state.bg_size * state.bg_frames)
+        shown, state.shown = state.shown, None
+        shown.showing -= 1
+        self._scenes.unload(shown)
         self._slots[slot] = None
         self._free_slots.append(slot)
         self._slot_ov[slot] = 0
-        self._overlays_stale = True
 
     def frame(self, slot: int) -> np.ndarray:
         """The slot's last NV12 frame (a view into the host frame buffer)."""
@@ -201,8 +260,6 @@ class Renderer:
         n = len(slots)
         if n == 0:
             return
-        if self._overlays_stale:
-            self._rebuild_overlays()
         # Sessions of one avatar must be contiguous for the per-avatar rigs.
         avatar = self._slot_avatar[slots]
         order = np.argsort(avatar, kind="stable")
@@ -220,7 +277,8 @@ class Renderer:
         scratch = self._scratch.ensure(rows, self.pool.has_blend)
         if self._device is None:
             self._launch(
-                CPU_KERNELS, self.pool, rows, scratch, self._ov, self._backgrounds.data,
+                CPU_KERNELS, self.pool, rows, scratch, self._scenes.overlays,
+                self._scenes.backgrounds.data,
                 self._frames.data, self._history.data.reshape(-1, HISTORY_WIDTH), n,
             )  # fmt: skip
         else:
@@ -302,65 +360,6 @@ class Renderer:
             label_text=self.label_text,
         )
 
-    def _install_scene(self, slot: int, scene: Scene, compiled: CompiledScene) -> None:
-        state = self._slot(slot)
-        size = state.width * state.height * 3 // 2
-        count = len(compiled.backgrounds)
-        base = self._backgrounds.alloc(size * count)
-        for i, nv12 in enumerate(compiled.backgrounds):
-            self._backgrounds.data[base + i * size : base + (i + 1) * size] = nv12.reshape(-1)
-        self._background_version += 1
-        state.scene, state.compiled = scene, compiled
-        state.bg_base, state.bg_size, state.bg_frames = base, size, count
-        self._slot_bg[slot] = (base, size, count)
-
-        asset = self.pool.avatars[state.avatar].asset
-        camera = asset.cameras[scene.framing]
-        frame_vp = frame_view_projection(camera, state.width, state.height, scene.placement)
-        lo, hi = asset.bounds
-        rect = layer_rect(frame_vp, lo, hi, state.width, state.height)
-        if rect.empty:
-            self._slot_layer[slot] = (0, 0, 0, 0)
-            self._slot_viewproj[slot] = frame_vp
-        else:
-            self._slot_layer[slot] = (rect.x0, rect.y0, rect.width, rect.height)
-            self._slot_viewproj[slot] = layer_view_projection(
-                frame_vp, rect, state.width, state.height
-            )
-        self._slot_dirty[slot] = True
-        self._overlays_stale = True
-
-    def _rebuild_overlays(self) -> None:
-        """Pool every session's overlays into one table (runs when a scene changes)."""
-        xs, ys, ws, hs, bases, opacity, zs, images = [], [], [], [], [], [], [], []
-        pixel_count = 0
-        for slot, state in enumerate(self._slots):
-            if state is None:
-                continue
-            self._slot_ov[slot] = (len(xs), len(state.compiled.layers))
-            for layer in state.compiled.layers:
-                h, w = layer.rgba.shape[:2]
-                xs.append(layer.x), ys.append(layer.y), ws.append(w), hs.append(h)
-                bases.append(pixel_count), opacity.append(layer.opacity), zs.append(layer.z)
-                images.append(layer.rgba.reshape(-1, 4))
-                pixel_count += w * h
-        self._ov = _Overlays(
-            x=np.array(xs or [0], np.int32),
-            y=np.array(ys or [0], np.int32),
-            w=np.array(ws or [0], np.int32),
-            h=np.array(hs or [0], np.int32),
-            base=np.array(bases or [0], np.int64),
-            opacity=np.array(opacity or [0.0], np.float32),
-            z=np.array(zs or [0], np.int32),
-            pixels=np.ascontiguousarray(
-                np.concatenate(images) if images else np.zeros((1, 4), np.uint8)
-            ),
-        )
-        self._overlays_stale = False
-        self._slot_dirty[:] = True
-        if self._device is not None:
-            self._device.overlays_version += 1
-
 
 class _Kernels(NamedTuple):
     deform: object
@@ -380,20 +379,7 @@ CUDA_KERNELS = _Kernels(
 )  # fmt: skip
 HISTORY_WIDTH = 8
 """Floats per vertex in a slot's history (kernels/damage.py): clip xyzw, normal xyz, spare."""
-OVERLAY_FIELDS = ("x", "y", "w", "h", "base", "opacity", "z", "pixels")
 SCRATCH_FIELDS = ("clip", "wnrm", "moved", "vis_opaque", "vis_blend", "rgba")
-
-
-@dataclass
-class _Overlays:
-    x: np.ndarray
-    y: np.ndarray
-    w: np.ndarray
-    h: np.ndarray
-    base: np.ndarray
-    opacity: np.ndarray
-    z: np.ndarray
-    pixels: np.ndarray
 
 
 def _check_size(compiled: CompiledScene, width: int, height: int) -> None:
@@ -401,6 +387,14 @@ def _check_size(compiled: CompiledScene, width: int, height: int) -> None:
         raise ValueError(
             f"scene compiled for {compiled.width}x{compiled.height}, not {width}x{height}"
         )
+
+
+def _check_shown(loaded: LoadedScene, width: int, height: int) -> None:
+    _check_size(loaded.compiled, width, height)
+    if loaded.unloaded:
+        raise ValueError("scene was unloaded")
+    if not loaded.ready:
+        raise ValueError("scene is not fully loaded: fill() it first")
 
 
 def _runs(values: np.ndarray):
@@ -525,11 +519,7 @@ class _DeviceMirror:
         self.cuda = cuda_module()
         self.arrays: dict[str, object] = {}
         self.pool_version = -1
-        self.overlays_version = 0
-        self._uploaded_overlays = -1
-        self._uploaded_backgrounds: tuple[int, int] = (-1, -1)
         self.pool: SimpleNamespace | None = None
-        self.overlays: SimpleNamespace | None = None
 
     def _put(self, name: str, host: np.ndarray):
         """Copy `host` into the persistent device array `name`, reallocating on a new shape."""
@@ -539,6 +529,17 @@ class _DeviceMirror:
             self.arrays[name] = dev
         else:
             dev.copy_to_device(host)
+        return dev
+
+    def _sync(self, name: str, host: np.ndarray, written: list[tuple[int, int]]):
+        """The device array `name` brought up to `host`: sent whole when the host array
+        grew (doubling makes that rare), else only the ranges written since last time."""
+        dev = self.arrays.get(name)
+        if dev is None or dev.shape != host.shape:
+            self.arrays[name] = dev = self.cuda.to_device(host)
+        else:
+            for start, stop in written:
+                dev[start:stop].copy_to_device(host[start:stop])
         return dev
 
     def _scratch(self, name: str, host: np.ndarray):
@@ -554,13 +555,13 @@ class _DeviceMirror:
         if r.pool.version != self.pool_version:
             self.pool = _mirror(self._put, "pool.", r.pool, self.POOL_FIELDS)
             self.pool_version = r.pool.version
-        if self._uploaded_overlays != self.overlays_version:
-            self.overlays = _mirror(self._put, "ov.", r._ov, OVERLAY_FIELDS)
-            self._uploaded_overlays = self.overlays_version
-        stamp = (id(r._backgrounds.data), r._background_version)
-        if stamp != self._uploaded_backgrounds:
-            self._put("backgrounds", r._backgrounds.data)
-            self._uploaded_backgrounds = stamp
+        table, backgrounds = r._scenes.overlays, r._scenes.backgrounds
+        rows_written = table.take_written()
+        overlays = SimpleNamespace(
+            **{f: self._sync("ov." + f, getattr(table, f), rows_written) for f in table.FIELDS},
+            pixels=self._sync("ov.pixels", table.pixels, table.pixel_arena.take_written()),
+        )
+        backgrounds = self._sync("backgrounds", backgrounds.data, backgrounds.take_written())
         frames = r._frames.data
         if "frames" not in self.arrays or self.arrays["frames"].shape != frames.shape:
             self._put("frames", frames)
@@ -572,8 +573,8 @@ class _DeviceMirror:
             self.arrays.pop("scratch.vis_blend", None)
             device_scratch.vis_blend = device_scratch.vis_opaque
         r._launch(
-            CUDA_KERNELS, self.pool, device_rows, device_scratch, self.overlays,
-            self.arrays["backgrounds"], self.arrays["frames"], self._history(r), n,
+            CUDA_KERNELS, self.pool, device_rows, device_scratch, overlays, backgrounds,
+            self.arrays["frames"], self._history(r), n,
         )  # fmt: skip
         with r._stage("download"):
             self.arrays["frames"].copy_to_host(frames)

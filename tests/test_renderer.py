@@ -193,3 +193,70 @@ def test_scene_change_applies_from_next_frame(ball):
 def test_bad_frame_size_is_rejected(ball):
     with pytest.raises(ValueError, match="even"):
         Renderer("cpu").open(ball, 101, 64)
+
+
+def test_a_scene_change_redraws_only_its_own_session(ball):
+    """Other sessions keep their partial redraw: pixels outside their avatar box are not
+    recomposited when someone else's scene changes or a session closes."""
+    r = Renderer("cpu")
+    changed, other, closing = (r.open(ball, 160, 96, Scene(framing="head")) for _ in range(3))
+    slots = np.array([changed, other, closing])
+    r.render(slots, *pose(3))
+    r.render(slots, *pose(3))
+    r.frame(other)[:8] = 99  # a marker in a corner the avatar's box does not cover
+    r.set_scene(changed, Scene(framing="head", background="#ffffff"))
+    r.close(closing)
+    r.render(slots[:2], *pose(2))
+    assert (r.frame(other)[:8] == 99).all()
+    assert nv12_planes(r.frame(changed), 160, 96)[0][0, 0] == 235
+
+
+def test_showing_a_loaded_scene_moves_no_pixels_and_matches_a_fresh_render(ball):
+    """Standby and back: both scenes stay loaded, a switch only repoints the slot."""
+    live = Scene(framing="head", background="#406080")
+    standby = Scene(framing="head", background="#101010", label=Label(text="back soon"))
+    r = Renderer("cpu")
+    slot = r.open(ball, 160, 96, live)
+    parked = r.load(standby, 160, 96)
+    backgrounds = r._scenes.backgrounds
+    top, data = backgrounds.top, backgrounds.data.copy()
+    shown = r.show(slot, parked)
+    first = render_one(r, slot)
+    r.show(slot, shown)
+    second = render_one(r, slot)
+    assert backgrounds.top == top
+    np.testing.assert_array_equal(backgrounds.data, data)
+    for scene, frame in ((standby, first), (live, second)):
+        fresh = Renderer("cpu")
+        np.testing.assert_array_equal(frame, render_one(fresh, fresh.open(ball, 160, 96, scene)))
+
+
+def test_a_scene_can_be_copied_in_pieces_before_it_is_shown(ball):
+    r = Renderer("cpu")
+    slot = r.open(ball, 160, 96, Scene(framing="head"))
+    loaded = r.load(Scene(framing="head", background="#ffffff"), 160, 96, fill=False)
+    with pytest.raises(ValueError, match="fill"):
+        r.show(slot, loaded)
+    pieces = 1
+    while not r.fill(loaded, 4096):
+        pieces += 1
+    assert pieces >= 160 * 96 * 3 // 2 // 4096  # the budget held
+    r.unload(r.show(slot, loaded))
+    with pytest.raises(ValueError, match="showing"):
+        r.unload(loaded)
+    assert nv12_planes(render_one(r, slot), 160, 96)[0][0, 0] == 235
+
+
+def test_background_memory_is_reused_across_scene_changes_of_any_size(ball):
+    """Video backgrounds of different lengths, changed all day, do not grow the arena."""
+    import dataclasses
+
+    r = Renderer("cpu")
+    slots = [r.open(ball, 160, 96, Scene(framing="head")) for _ in range(3)]
+    compiled = r.compile(Scene(framing="head"), 160, 96)
+    frame = compiled.backgrounds[0]
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        loop = dataclasses.replace(compiled, backgrounds=[frame] * int(rng.integers(1, 40)))
+        r.set_scene(slots[int(rng.integers(3))], Scene(framing="head"), loop)
+    assert r._scenes.backgrounds.top <= 3 * 2 * 40 * frame.size

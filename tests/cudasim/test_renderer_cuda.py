@@ -32,3 +32,36 @@ def test_cuda_renderer_matches_cpu_renderer():
     for cpu, cuda in zip(frames["cpu"], frames["cuda"], strict=True):
         assert np.abs(cpu - cuda).max() <= 2
         assert np.mean(cpu != cuda) < 0.02
+
+
+def test_scene_change_uploads_only_its_regions_and_matches_cpu():
+    """A scene change rewrites one session's background and overlays in place on the
+    device (no whole re-upload) and the frames still equal the CPU backend's."""
+    ball = sphere_avatar()
+    first = Scene(framing="head", background="#203040", label=Label(text="AI"))
+    second = Scene(framing="head", background="#f0f0f0", label=Label(text="AI"))
+    e, head, eyes = pose(2, jawOpen=0.5)
+    frames = {}
+    for device in ("cpu", "cuda"):
+        r = Renderer(device)
+        slots = [r.open(ball, 48, 32, first) for _ in range(3)]
+        r.render(np.array(slots), *pose(3))
+        r.close(slots.pop())  # its regions are free: the new scene reuses them
+        if device == "cuda":
+            mirror, sent = r._device, {}
+            kept = {name: mirror.arrays[name] for name in ("backgrounds", "ov.pixels", "ov.x")}
+            sync = mirror._sync
+            mirror._sync = lambda name, host, written: (
+                sent.__setitem__(name, sum(b - a for a, b in written)) or sync(name, host, written)
+            )
+        r.set_scene(slots[0], second)
+        r.render(np.array(slots), e, head, eyes)
+        if device == "cuda":
+            assert all(mirror.arrays[name] is dev for name, dev in kept.items())
+            assert sent["backgrounds"] == 48 * 32 * 3 // 2  # one frame, not every session's
+            assert sent["ov.x"] == 1  # its label's row
+        frames[device] = [r.frame(s).astype(int) for s in slots]
+    for cpu, cuda in zip(frames["cpu"], frames["cuda"], strict=True):
+        assert np.abs(cpu - cuda).max() <= 2
+        assert np.mean(cpu != cuda) < 0.02
+    assert frames["cpu"][0][0] > 200 and frames["cpu"][1][0] < 100  # the change applied
