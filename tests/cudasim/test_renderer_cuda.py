@@ -48,12 +48,9 @@ def test_scene_change_uploads_only_its_regions_and_matches_cpu():
         r.render(np.array(slots), *pose(3))
         r.close(slots.pop())  # its regions are free: the new scene reuses them
         if device == "cuda":
-            mirror, sent = r._device, {}
+            mirror = r._device
             kept = {name: mirror.arrays[name] for name in ("backgrounds", "ov.pixels", "ov.x")}
-            sync = mirror._sync
-            mirror._sync = lambda name, host, written: (
-                sent.__setitem__(name, sum(b - a for a, b in written)) or sync(name, host, written)
-            )
+            sent = _count_uploads(mirror)
         r.set_scene(slots[0], second)
         r.render(np.array(slots), e, head, eyes)
         if device == "cuda":
@@ -65,3 +62,16 @@ def test_scene_change_uploads_only_its_regions_and_matches_cpu():
         assert np.abs(cpu - cuda).max() <= 2
         assert np.mean(cpu != cuda) < 0.02
     assert frames["cpu"][0][0] > 200 and frames["cpu"][1][0] < 100  # the change applied
+
+
+def _count_uploads(mirror) -> dict[str, int]:
+    """Elements each persistent device array receives (its written ranges) from now on."""
+    sent: dict[str, int] = {}
+    sync = mirror._sync
+
+    def counted(name, host, written):
+        sent[name] = sum(stop - start for start, stop in written)
+        return sync(name, host, written)
+
+    mirror._sync = counted
+    return sent
