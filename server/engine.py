@@ -32,7 +32,13 @@ pushed audio, analyses the audio that goes out with this frame (lip-sync, unless
 capture is driving) and pushes it to the stream in place of silence. With
 `operator_required`, the session's PresenceMonitor decides `standby`: the engine swaps in
 the standby scene (avatar hidden, a line of text, the AI label kept), renders it once and
-holds it; input coming back restores the session's own scene.
+holds it; input coming back restores the session's own scene. Both scenes stay loaded in
+the renderer, so a switch moves no pixels.
+
+Scenes are compiled (images and videos decoded) on the caller's thread, then copied into
+the renderer's buffers by the loop in pieces of FILL_CHUNK bytes in the time between
+ticks: a session opening with, or changing to, a long video background (hundreds of MB)
+does not stall the others. Its Future resolves once the scene is shown.
 """
 
 from __future__ import annotations
@@ -42,8 +48,10 @@ import math
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -51,6 +59,7 @@ import numpy as np
 from avatarfarm.render.asset import AvatarAsset
 from avatarfarm.render.camera import Placement
 from avatarfarm.render.layers import load_font
+from avatarfarm.render.resident import LoadedScene
 from avatarfarm.render.scene import CompiledScene, Overlay, Scene
 from avatarfarm.render.vocabulary import VOCABULARY
 
@@ -77,6 +86,7 @@ TICK_BUCKETS = (
     0.075, 0.1, 0.25, 0.5, 1.0, 2.5,
 )  # fmt: skip
 SUPERVISE_S = 1.0
+FILL_CHUNK = 4 << 20  # bytes of scene pixels copied at a time between ticks (~1 ms)
 
 
 class _Scenes(NamedTuple):
@@ -86,6 +96,25 @@ class _Scenes(NamedTuple):
     live: CompiledScene
     standby_scene: Scene | None
     standby: CompiledScene | None
+
+
+class _Resident(NamedTuple):
+    """A session's scenes loaded in the renderer: live, and standby if it needs one."""
+
+    live: LoadedScene
+    standby: LoadedScene | None
+
+
+@dataclass
+class _Load:
+    """Scenes being copied into the renderer between ticks, and what to run on the engine
+    thread once they are (open the session, or swap its scene in); `abandon` instead if
+    the engine stops first."""
+
+    resident: _Resident
+    ready: Callable[[], Any]
+    abandon: Callable[[], None]
+    future: Future
 
 
 class EngineBusy(Exception):
@@ -129,7 +158,8 @@ class Engine:
         self._eyes = np.zeros((pose_slots, 4), np.float32)
         self._active = np.zeros(pose_slots, bool)
         self._pose_t: float | None = None
-        self._scenes: dict[int, _Scenes] = {}  # row -> its compiled live and standby scenes
+        self._scenes: dict[int, _Resident] = {}  # row -> its loaded live and standby scenes
+        self._loads: deque[_Load] = deque()  # scenes being copied in, oldest first
         self._operator_rows: set[int] = set()  # rows with operator_required
         self._hold: set[int] = set()  # standby rows: render the standby frame once, then hold
         self._closer = ThreadPoolExecutor(4, thread_name_prefix=f"{name}-close")
@@ -162,6 +192,7 @@ class Engine:
                     session.transition(SessionState.STOPPING)
                 self._release(row, timeout)
         self._fail_pending_commands()
+        self._abandon_loads()
         self._closer.shutdown(wait=True)
 
     def drain(self, timeout: float) -> bool:
@@ -204,11 +235,13 @@ class Engine:
         if not self.accepting:
             raise EngineBusy("server is draining")
         scenes = self._compile(session, session.spec.scene)
-        return self.call(self._open, session, avatar, pipeline, scenes)
+        return _chained(self.call(self._open, session, avatar, pipeline, scenes))
 
     def set_scene(self, session: Session, scene: Scene) -> Future:
-        """Replace a session's scene; compiled on the caller's thread, swapped in by the engine."""
-        return self.call(self._set_scene, session, scene, self._compile(session, scene))
+        """Replace a session's scene; compiled on the caller's thread, swapped in by the
+        engine once loaded; the Future resolves then."""
+        scenes = self._compile(session, scene)
+        return _chained(self.call(self._set_scene, session, scenes))
 
     def _compile(self, session: Session, scene: Scene) -> _Scenes:
         """The live scene and, for sessions that need an operator, the standby scene."""
@@ -231,10 +264,7 @@ class Engine:
 
     def delete(self, session: Session, timeout: float = 5.0) -> Future:
         """Stop a session; the Future resolves (to the session) once outputs are finalized."""
-        done: Future = Future()
-        queued = self.call(self._stop, session, timeout)
-        queued.add_done_callback(lambda f: _chain(f, done))
-        return done
+        return _chained(self.call(self._stop, session, timeout))
 
     def snapshot(self, session: Session) -> Future:
         """A copy of the session's last NV12 frame (None before its first frame)."""
@@ -292,6 +322,8 @@ class Engine:
             if now >= self._next_supervise:
                 self._next_supervise = now + SUPERVISE_S
                 self._supervise()
+            if self._loads:  # scene copies use the time until the next tick
+                self._fill_scenes(self.clock() + self._rows.next_due_in(self.clock()))
             wait = self._rows.next_due_in(self.clock())
             if wait > DUE_SLACK_S:
                 self._wait_command(min(wait, 0.1))
@@ -312,8 +344,52 @@ class Engine:
             self._execute(fn, future)
 
     def run_pending(self) -> None:
-        """Run queued commands now, on the caller's thread (tests and benches without start)."""
+        """Run queued commands and finish loading scenes now, on the caller's thread (tests
+        and benches without start)."""
         self._run_commands()
+        self._fill_scenes(None)
+
+    def _fill_scenes(self, until: float | None) -> None:
+        """Copy queued scenes in FILL_CHUNK pieces until `until` (at least one piece, so
+        a busy engine still makes progress); run what waits for each once it is loaded."""
+        while self._loads:
+            load = self._loads[0]
+            while not all(self.renderer.fill(s, FILL_CHUNK) for s in load.resident if s):
+                if until is not None and self.clock() >= until:
+                    return
+            self._loads.popleft()
+            self._execute(load.ready, load.future)
+            if until is not None and self.clock() >= until:
+                return
+
+    def _load(
+        self, session: Session, scenes: _Scenes, ready: Callable[[_Resident], Any],
+        abandon: Callable[[], None] = lambda: None,
+    ) -> Future:  # fmt: skip
+        """Reserve the renderer's space for `scenes` and queue their copy; `ready(resident)`
+        runs on the engine thread once they are in."""
+        video = session.spec.video
+        size = (video.width, video.height, video.fps)
+        live = self.renderer.load(scenes.scene, *size, scenes.live, fill=False)
+        standby = None
+        if scenes.standby is not None:
+            standby = self.renderer.load(scenes.standby_scene, *size, scenes.standby, fill=False)
+        resident = _Resident(live, standby)
+        future: Future = Future()
+        self._loads.append(_Load(resident, lambda: ready(resident), abandon, future))
+        return future
+
+    def _unload(self, resident: _Resident) -> None:
+        for loaded in resident:
+            self.renderer.unload(loaded)
+
+    def _abandon_loads(self) -> None:
+        while self._loads:
+            load = self._loads.popleft()
+            self._unload(load.resident)
+            load.abandon()
+            if load.future.set_running_or_notify_cancel():
+                load.future.set_exception(EngineBusy("engine stopped"))
 
     @staticmethod
     def _execute(fn: Callable[[], Any], future: Future) -> None:
@@ -483,13 +559,13 @@ class Engine:
             scenes = self._scenes[row]
             if standby and session.state is SessionState.LIVE and scenes.standby is not None:
                 session.transition(SessionState.STANDBY)
-                self.renderer.set_scene(session.slot, scenes.standby_scene, scenes.standby)
+                self.renderer.show(session.slot, scenes.standby)
                 self._hold.add(row)
             elif not standby and session.state is SessionState.STANDBY:
                 session.transition(SessionState.LIVE)
                 self._hold.discard(row)
                 self._rows.render[row] = True
-                self.renderer.set_scene(session.slot, scenes.scene, scenes.live)
+                self.renderer.show(session.slot, scenes.live)
 
     def _hold_standby(self, rendered: np.ndarray) -> None:
         """Standby frames are still images: once one is rendered, it is held (CFR repeat)."""
@@ -536,31 +612,41 @@ class Engine:
     # -- commands (engine thread) ----------------------------------------------------------
     def _open(
         self, session: Session, avatar: AvatarAsset, pipeline: Any, scenes: _Scenes
+    ) -> Future:
+        """Load the session's scenes; it opens (`_opened`) once they are in."""
+        self._refuse_if_gone(session, pipeline)
+        try:
+            return self._load(
+                session, scenes, lambda resident: self._opened(session, avatar, pipeline, resident),
+                lambda: self._close_unopened(pipeline),
+            )  # fmt: skip
+        except Exception as exc:
+            self._close_unopened(pipeline)
+            raise self._cannot_render(session, exc) from None
+
+    def _opened(
+        self, session: Session, avatar: AvatarAsset, pipeline: Any, resident: _Resident
     ) -> Session:
         video, driver = session.spec.video, session.spec.driver
-        if session.state is not SessionState.STARTING or not self.accepting:
-            if pipeline is not None:  # deleted, or a drain began, while it was being set up
-                self._closer.submit(pipeline.close, 1.0)
-            if not self.accepting:
-                raise EngineBusy("server is draining")
-            raise SessionError(f"session is {session.state}", "id", code="conflict")
         try:
+            self._refuse_if_gone(session, pipeline)
             pose = self.bank.allocate(FilterConfig(driver.smoothing))  # type: ignore[arg-type]
         except PoseError as exc:
-            if pipeline is not None:
-                self._closer.submit(pipeline.close, 1.0)
+            self._unload(resident)
+            self._close_unopened(pipeline)
             raise EngineBusy(str(exc)) from None
+        except Exception:
+            self._unload(resident)
+            raise
         try:
             slot = self.renderer.open(
-                avatar, video.width, video.height, scenes.scene, video.fps, scenes.live
+                avatar, video.width, video.height, fps=video.fps, loaded=resident.live
             )
         except Exception as exc:
             self.bank.release(pose.slot)
-            if pipeline is not None:
-                self._closer.submit(pipeline.close, 1.0)
-            field = getattr(exc, "field", None)
-            session.fail(f"cannot render this session: {exc}", field and f"scene.{field}")
-            raise SessionError(str(exc), field and f"scene.{field}") from None
+            self._unload(resident)
+            self._close_unopened(pipeline)
+            raise self._cannot_render(session, exc) from None
         now = self.clock()
         row = self._rows.take(now, video.fps, int(slot), video.width * video.height)
         self._rows.pose_slot[row] = pose.slot
@@ -571,7 +657,7 @@ class Engine:
             self._sessions.append(None)
         self._rows.piped[row] = pipeline is not None
         self._sessions[row] = session
-        self._scenes[row] = scenes
+        self._scenes[row] = resident
         if driver.operator_required:
             self._operator_rows.add(row)
         session.drivers.counters = self.driver_counters
@@ -580,23 +666,52 @@ class Engine:
         self._starting.add(row)
         return session
 
+    def _refuse_if_gone(self, session: Session, pipeline: Any) -> None:
+        """Deleted, or a drain began, while it was being set up: it must not open."""
+        if session.state is not SessionState.STARTING or not self.accepting:
+            self._close_unopened(pipeline)
+            if not self.accepting:
+                raise EngineBusy("server is draining")
+            raise SessionError(f"session is {session.state}", "id", code="conflict")
+
+    def _close_unopened(self, pipeline: Any) -> None:
+        if pipeline is not None:
+            self._closer.submit(pipeline.close, 1.0)
+
+    @staticmethod
+    def _cannot_render(session: Session, exc: Exception) -> SessionError:
+        field = getattr(exc, "field", None)
+        session.fail(f"cannot render this session: {exc}", field and f"scene.{field}")
+        return SessionError(str(exc), field and f"scene.{field}")
+
     def _attach_audio(self, session: Session) -> None:
         if session.row is None or session.drivers.audio is None:
             raise SessionError(f"session is {session.state}", "session_id", code="conflict")
         self._rows.audio[session.row] = True
 
-    def _set_scene(self, session: Session, scene: Scene, scenes: _Scenes) -> None:
+    def _set_scene(self, session: Session, scenes: _Scenes) -> Future:
+        self._check_open(session)
+        return self._load(session, scenes, lambda resident: self._scene_loaded(session, resident))
+
+    def _scene_loaded(self, session: Session, resident: _Resident) -> None:
+        try:
+            self._check_open(session)  # it may have ended while its new scene was copied
+        except SessionError:
+            self._unload(resident)
+            raise
+        row = session.row
+        in_standby = session.state is SessionState.STANDBY and resident.standby is not None
+        self.renderer.show(session.slot, resident.standby if in_standby else resident.live)
+        self._unload(self._scenes[row])
+        self._scenes[row] = resident
+        if in_standby:  # render the new standby frame once, then hold it again
+            self._rows.render[row] = True
+            self._hold.add(row)
+
+    @staticmethod
+    def _check_open(session: Session) -> None:
         if session.slot is None or session.row is None or not session.active:
             raise SessionError(f"session is {session.state}", code="conflict")
-        in_standby = session.state is SessionState.STANDBY and scenes.standby is not None
-        if in_standby:
-            self.renderer.set_scene(session.slot, scenes.standby_scene, scenes.standby)
-        else:
-            self.renderer.set_scene(session.slot, scene, scenes.live)
-        self._scenes[session.row] = scenes
-        if in_standby:  # render the new standby frame once, then hold it again
-            self._rows.render[session.row] = True
-            self._hold.add(session.row)
 
     def _snapshot(self, session: Session) -> tuple[np.ndarray, int, int] | None:
         row = session.row
@@ -643,6 +758,7 @@ class Engine:
         self.totals["frames_dropped"] += int(r.dropped[row])
         try:
             self.renderer.close(session.slot)
+            self._unload(self._scenes.pop(row))
         except Exception:
             log.exception("session %s: closing its render slot failed", session.id)
         pose = session.drivers.pose
@@ -655,7 +771,7 @@ class Engine:
         self._starting.discard(row)
         for rows in (self._operator_rows, self._hold):
             rows.discard(row)
-        self._scenes.pop(row, None)
+        self._scenes.pop(row, None)  # if close failed
         session.row = session.slot = None
         return self._closer.submit(_finish, session, time.monotonic() + timeout)
 
@@ -704,6 +820,13 @@ def standby_scene(live: Scene, background: str, text: str, width: int, height: i
         background=background, framing=live.framing, placement=HIDDEN,
         overlays=(overlay,), label=live.label,
     )  # fmt: skip
+
+
+def _chained(queued: Future) -> Future:
+    """A Future for the result of the Future that the engine command `queued` returns."""
+    done: Future = Future()
+    queued.add_done_callback(lambda f: _chain(f, done))
+    return done
 
 
 def _chain(outer: Future, done: Future) -> None:

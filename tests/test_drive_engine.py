@@ -199,6 +199,8 @@ def test_operator_required_standby_scene_then_resume(engine, avatar):
     standby = _snapshot(engine, s)
     assert np.abs(standby - live).mean() > 10  # red background, no avatar
     rendered = engine.frame_counters(s)["frames_rendered"]
+    backgrounds = engine.renderer._scenes.backgrounds
+    top, pixels = backgrounds.top, backgrounds.data.copy()
     t = _run(engine, s, t, 0.2)
     assert engine.frame_counters(s)["frames_rendered"] == rendered  # a still frame, held
     engine.set_pose(s, None, np.array([10.0, 0, 0], np.float32), None, "10.0.0.5")
@@ -206,6 +208,7 @@ def test_operator_required_standby_scene_then_resume(engine, avatar):
     assert s.state is SessionState.LIVE
     assert engine.frame_counters(s)["frames_rendered"] > rendered
     assert np.abs(_snapshot(engine, s) - live).mean() < np.abs(standby - live).mean() / 4
+    assert backgrounds.top == top and np.array_equal(backgrounds.data, pixels)  # none moved
     history = s.drivers.presence.history()
     assert history[-1]["type"] == "api" and history[-1]["address"] == "10.0.0.5"
 

@@ -177,6 +177,68 @@ def test_scene_patch_applies_live_and_bad_scene_is_rejected(engine, avatar):
     assert s.state is SessionState.LIVE
 
 
+def _long_video_scene(engine: Engine, frames: int = 40):
+    """A scene whose background loops `frames` distinct frames (a short video)."""
+    import dataclasses
+
+    scene = Scene(background="#00ff00")
+    compiled = engine.renderer.compile(scene, W, H)
+    still = compiled.backgrounds[0]
+    loop = [np.full_like(still, 16 + i) for i in range(frames)]
+    return scene, dataclasses.replace(compiled, backgrounds=loop)
+
+
+def test_a_long_background_is_copied_between_ticks_not_in_one_go(engine, avatar, monkeypatch):
+    """Changing to a video background must not stall the engine for the whole copy: the
+    loop copies FILL_CHUNK bytes at a time and the scene is shown once all are in."""
+    import avatarfarm.server.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "FILL_CHUNK", W * H * 3 // 2)  # one frame per piece
+    s = _open(engine, _session(), avatar)
+    t0 = engine._rows.t0[s.row]
+    engine.tick(t0)
+    before = _snapshot(engine, s)
+    scene, compiled = _long_video_scene(engine)
+    monkeypatch.setattr(engine.renderer, "compile", lambda *a, **k: compiled)
+    done = engine.set_scene(s, scene)
+    engine._run_commands()
+    pieces = 0
+    while not done.done():
+        engine._fill_scenes(until=0.0)  # no time left before the next tick: one piece
+        pieces += 1
+        if pieces < 40:
+            engine.tick(t0 + 0.1 * pieces)  # the session keeps rendering its old scene
+            frame = engine.renderer.frame(s.slot)  # not _snapshot: it would finish the load
+            assert not done.done() and np.array_equal(frame, before)
+    assert pieces >= 40  # one frame per pass (the overlay label is the last piece)
+    done.result(0)
+    engine.tick(t0 + 10)
+    assert not np.array_equal(_snapshot(engine, s), before)
+
+
+def test_a_session_ended_while_its_scene_loads_frees_the_space(engine, avatar, monkeypatch):
+    s = _open(engine, _session(), avatar)
+    backgrounds = engine.renderer._scenes.backgrounds
+    top = backgrounds.top
+    scene, compiled = _long_video_scene(engine)
+    monkeypatch.setattr(engine.renderer, "compile", lambda *a, **k: compiled)
+    done = engine.set_scene(s, scene)
+    engine._run_commands()
+    assert backgrounds.top > top  # reserved
+    stop = engine.delete(s)
+    engine.run_pending()
+    stop.result(5)
+    with pytest.raises(SessionError, match="ended"):
+        done.result(0)
+    assert backgrounds.top == 0  # its old and its half-loaded scene are both gone
+    opening = engine.create(_session(), avatar, None)
+    engine._run_commands()
+    engine.stop(1.0)  # an engine stopping with a scene still loading refuses that session
+    with pytest.raises(EngineBusy):
+        opening.result(0)
+    assert backgrounds.top == 0
+
+
 def test_delete_ends_session_and_reuses_row(engine, avatar):
     a = _open(engine, _session(), avatar)
     row = a.row
