@@ -36,6 +36,7 @@ class Settings:
     recordings_root: Path | None = None
     media_dir: Path | None = None  # images/videos scenes may use as `media:<name>`
     max_upload_mb: float = 64.0
+    tenant_storage_mb: float = 2048.0  # one tenant's avatars and media together
     tenant_max_sessions: int = 16
     max_sessions: int = 256  # hard ceiling whatever the measured capacity says
     max_frame_pixels: int = 3840 * 2160
@@ -54,6 +55,10 @@ class Settings:
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def tenant_storage_bytes(self) -> int:
+        return int(self.tenant_storage_mb * 1024 * 1024)
 
     def all_api_keys(self) -> dict[str, str]:
         """Keys from the environment/config merged with the keys file (file wins)."""

@@ -39,6 +39,7 @@ from .avatar_store import AvatarStore
 from .deps import ServerState
 from .limits import BodyLimit
 from .media_store import MediaStore
+from .quota import StorageQuota
 
 log = logging.getLogger(__name__)
 FALLBACK_FRAME_COST_S = 0.05  # used when the probe is off and no cost is configured
@@ -77,9 +78,13 @@ def create_app(
         max_lateness=settings.max_lateness_ms / 1000,
     )
     uploads = MediaStore(settings.data_dir / "media", settings.max_upload_bytes)
-    state = ServerState(
-        settings, keys, engine, table, cost, store, uploads, build_registry(engine, table, cost)
+    quota = StorageQuota(
+        settings.tenant_storage_bytes, (store.root, uploads.root), settings.max_upload_bytes
     )
+    state = ServerState(
+        settings, keys, engine, table, cost, store, uploads, quota,
+        build_registry(engine, table, cost),
+    )  # fmt: skip
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -20,6 +20,7 @@ from avatarfarm.render.avatars import load
 from avatarfarm.render.gltf import AssetLimits, load_avatar
 
 from .errors import ApiError
+from .quota import QuotaUpload
 from .uploads import CONTENT_ID, records, spool, tenant_folder
 
 CACHE_SIZE = 16
@@ -36,15 +37,20 @@ class AvatarStore:
     def _dir(self, tenant: str) -> Path:
         return tenant_folder(self.root, tenant)
 
-    async def receive(self, tenant: str, chunks: AsyncIterator[bytes], declared: int | None):
-        """Spool an upload to disk, counting bytes; 413 as soon as it passes the limit."""
-        return await spool(self._dir(tenant), chunks, declared, self.max_bytes, "avatar")
+    async def receive(
+        self, tenant: str, chunks: AsyncIterator[bytes], declared: int | None, upload: QuotaUpload
+    ):
+        """Spool an upload to disk, counting bytes; 413 as soon as it passes a limit."""
+        return await spool(self._dir(tenant), chunks, declared, self.max_bytes, "avatar", upload)
 
-    def commit(self, tenant: str, tmp: Path, avatar_id: str, size: int) -> dict[str, Any]:
+    def commit(
+        self, tenant: str, tmp: Path, avatar_id: str, size: int, upload: QuotaUpload
+    ) -> dict[str, Any]:
         """Validate the spooled file (blocking: run in a worker thread) and keep it."""
         try:
+            upload.check(avatar_id)
             asset = load_avatar(tmp.read_bytes(), limits=self.limits)
-        except AssetError:
+        except (AssetError, ApiError):
             tmp.unlink(missing_ok=True)
             raise
         folder = self._dir(tenant)

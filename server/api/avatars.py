@@ -23,8 +23,9 @@ async def upload_avatar(request: Request, state: State, who: Caller) -> dict:
     """Content-addressed: the id is the file's sha256, so uploading twice is harmless."""
     size_hint = declared_length(request.headers.get("content-length"))
     store = state.avatars
-    tmp, avatar_id, size = await store.receive(who.tenant, request.stream(), size_hint)
-    return await run_in_threadpool(store.commit, who.tenant, tmp, avatar_id, size)
+    with state.quota.upload(who.tenant) as upload:
+        tmp, avatar_id, size = await store.receive(who.tenant, request.stream(), size_hint, upload)
+        return await run_in_threadpool(store.commit, who.tenant, tmp, avatar_id, size, upload)
 
 
 @router.get("", response_model=list[AvatarOut])

@@ -16,6 +16,7 @@ from ..sessions import Session, SessionTable
 from .avatar_store import AvatarStore
 from .errors import ApiError
 from .media_store import MediaStore
+from .quota import StorageQuota
 
 
 @dataclass
@@ -27,6 +28,7 @@ class ServerState:
     cost: CostModel
     avatars: AvatarStore
     media: MediaStore
+    quota: StorageQuota
     registry: Any  # prometheus CollectorRegistry
     draining: bool = False
 

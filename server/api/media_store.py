@@ -21,6 +21,7 @@ from avatarfarm.render import layers
 
 from .errors import ApiError
 from .models import MediaLookup
+from .quota import QuotaUpload
 from .uploads import CONTENT_ID, records, spool, tenant_folder
 
 SUFFIXES = {"image": ".image", "video": ".mp4"}  # scenes pick the video loader by suffix
@@ -32,13 +33,18 @@ class MediaStore:
         self.root = Path(root)
         self.max_bytes = max_bytes
 
-    async def receive(self, tenant: str, chunks: AsyncIterator[bytes], declared: int | None):
+    async def receive(
+        self, tenant: str, chunks: AsyncIterator[bytes], declared: int | None, upload: QuotaUpload
+    ):
         return await spool(tenant_folder(self.root, tenant), chunks, declared, self.max_bytes,
-                           "media")  # fmt: skip
+                           "media", upload)  # fmt: skip
 
-    def commit(self, tenant: str, tmp: Path, media_id: str, size: int) -> dict[str, Any]:
+    def commit(
+        self, tenant: str, tmp: Path, media_id: str, size: int, upload: QuotaUpload
+    ) -> dict[str, Any]:
         """Decode the spooled file (blocking: run in a worker thread) and keep it."""
         try:
+            upload.check(media_id)
             kind, width, height = _probe(tmp)
         except BaseException:
             tmp.unlink(missing_ok=True)

@@ -22,8 +22,9 @@ async def upload_media(request: Request, state: State, who: Caller) -> dict:
     """Content-addressed: the id is the file's sha256, so uploading twice is harmless."""
     size_hint = declared_length(request.headers.get("content-length"))
     store = state.media
-    tmp, media_id, size = await store.receive(who.tenant, request.stream(), size_hint)
-    return await run_in_threadpool(store.commit, who.tenant, tmp, media_id, size)
+    with state.quota.upload(who.tenant) as upload:
+        tmp, media_id, size = await store.receive(who.tenant, request.stream(), size_hint, upload)
+        return await run_in_threadpool(store.commit, who.tenant, tmp, media_id, size, upload)
 
 
 @router.get("", response_model=list[MediaOut])

@@ -10,9 +10,12 @@ import re
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ApiError
+
+if TYPE_CHECKING:
+    from .quota import QuotaUpload
 
 CONTENT_ID = re.compile(r"^[0-9a-f]{64}$")
 """An upload's id: the sha256 of its bytes, in hex."""
@@ -31,9 +34,15 @@ def tenant_folder(root: Path, tenant: str) -> Path:
 
 
 async def spool(
-    folder: Path, chunks: AsyncIterator[bytes], declared: int | None, max_bytes: int, what: str
+    folder: Path,
+    chunks: AsyncIterator[bytes],
+    declared: int | None,
+    max_bytes: int,
+    what: str,
+    upload: QuotaUpload,
 ) -> tuple[Path, str, int]:
-    """(temporary file, sha256 hex, size) of an upload; 413 past `max_bytes`, 422 if empty."""
+    """(temporary file, sha256 hex, size) of an upload; 413 past `max_bytes` or the
+    tenant's storage quota (`upload` counts the bytes), 422 if empty."""
     if declared is not None and declared > max_bytes:
         raise ApiError(413, f"{what} larger than {max_bytes} bytes", "body")
     folder.mkdir(parents=True, exist_ok=True)
@@ -45,6 +54,7 @@ async def spool(
                 size += len(chunk)
                 if size > max_bytes:
                     raise ApiError(413, f"{what} larger than {max_bytes} bytes", "body")
+                upload.add(len(chunk))
                 digest.update(chunk)
                 out.write(chunk)
         if size == 0:
