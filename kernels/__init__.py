@@ -8,9 +8,10 @@ offsets.
 Batch layout shared by all stages (host numpy arrays for the CPU launchers, device
 arrays for the CUDA launchers, same shapes and dtypes):
 
-Pools (uploaded once per set of avatars, grown when avatars are added)
-    base_pos [Vp,3] f32, base_nrm [Vp,3] f32, uv [Vp,2] f32
-    morph_offsets [Vp+1] i32 (absolute into the morph arrays), morph_target [NNZ] i32
+Pools (render/pool.py: each avatar has its own regions; only a new avatar is uploaded)
+    base_pos [Vp,3] f32, base_nrm [Vp,3] f32, uv [Vp,2] f32 (each avatar's vertex run is
+    followed by one pad row, so morph_offsets[v + 1] of its last vertex is its own)
+    morph_offsets [Vp] i32 (absolute into the morph arrays), morph_target [NNZ] i32
     (target index local to its avatar), morph_dpos [NNZ,3] f32, morph_dnrm [NNZ,3] f32
     skin_slot [Vp,4] i32 (palette slot, < P), skin_weight [Vp,4] f32
     tris [Tp,3] i32 (vertex indices local to the avatar), tri_mat [Tp] i32 (into the

@@ -9,6 +9,8 @@ of sessions opening, closing and changing scenes must not grow memory without bo
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -75,6 +77,30 @@ class Regions:
         self._sizes[offset] = size
 
 
+class _WriteLog:
+    """[start, stop) ranges written since last taken (only when tracking is on)."""
+
+    def __init__(self, track: bool) -> None:
+        self.track = track
+        self._spans: list[tuple[int, int]] = []
+
+    def record(self, start: int, stop: int) -> None:
+        if self.track and stop > start:
+            self._spans.append((start, stop))
+
+    def take(self) -> list[tuple[int, int]]:
+        """The ranges, sorted and merged where they touch; the log is emptied."""
+        spans = sorted(self._spans)
+        self._spans.clear()
+        merged: list[tuple[int, int]] = []
+        for start, stop in spans:
+            if merged and start <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(stop, merged[-1][1]))
+            else:
+                merged.append((start, stop))
+        return merged
+
+
 class Arena(Regions):
     """Regions of one flat array (rows of `width` elements when given). With `track_writes`,
     writes through `write` are kept until `take_written`, so a device copy can upload
@@ -83,8 +109,7 @@ class Arena(Regions):
     def __init__(self, dtype=np.uint8, width: int | None = None, track_writes: bool = False):
         super().__init__()
         self.data = grow(np.zeros((0,) if width is None else (0, width), dtype), 1)
-        self.track_writes = track_writes
-        self._written: list[tuple[int, int]] = []
+        self._log = _WriteLog(track_writes)
 
     def alloc(self, size: int) -> int:
         offset = super().alloc(size)
@@ -97,17 +122,62 @@ class Arena(Regions):
     def write(self, offset: int, values: np.ndarray) -> None:
         """Copy `values` (its leading axis counts elements) into the arena at `offset`."""
         self.data[offset : offset + len(values)] = values
-        if self.track_writes:
-            self._written.append((offset, offset + len(values)))
+        self._log.record(offset, offset + len(values))
 
     def take_written(self) -> list[tuple[int, int]]:
-        """The [start, stop) ranges written since the last call, merged where they touch."""
-        spans = sorted(self._written)
-        self._written.clear()
-        merged: list[tuple[int, int]] = []
-        for start, stop in spans:
-            if merged and start <= merged[-1][1]:
-                merged[-1] = (merged[-1][0], max(stop, merged[-1][1]))
-            else:
-                merged.append((start, stop))
-        return merged
+        return self._log.take()
+
+
+class Table(Regions):
+    """Rows of several column arrays (a struct of arrays) handed out together; each column
+    is an attribute. Writes are logged like an Arena's."""
+
+    def __init__(self, columns: dict[str, tuple], track_writes: bool = False) -> None:
+        """`columns`: name -> (dtype, shape of one row)."""
+        super().__init__()
+        self.columns = tuple(columns)
+        for name, (dtype, shape) in columns.items():
+            setattr(self, name, grow(np.zeros((0, *shape), dtype), 1))
+        self._log = _WriteLog(track_writes)
+
+    def alloc(self, size: int) -> int:
+        start = super().alloc(size)
+        for name in self.columns:
+            setattr(self, name, grow(getattr(self, name), self.top))
+        return start
+
+    def write(self, column: str, start: int, values: np.ndarray) -> None:
+        getattr(self, column)[start : start + len(values)] = values
+        self._log.record(start, start + len(values))
+
+    def take_written(self) -> list[tuple[int, int]]:
+        return self._log.take()
+
+
+@dataclass
+class PendingCopy:
+    """Rows of `source` still to be written, from `offset` on, by `write(offset, rows)`."""
+
+    write: Callable[[int, np.ndarray], None]
+    offset: int
+    source: np.ndarray
+    done: int = 0
+
+
+def copy_some(copies: list[PendingCopy], max_bytes: int | None = None) -> bool:
+    """Carry out up to `max_bytes` of `copies` (all when None), oldest first, removing
+    finished ones; True when none are left. Large copies go in pieces, so a caller with
+    a deadline (the engine between ticks) never blocks for the whole of one."""
+    budget = max_bytes
+    while copies and (budget is None or budget > 0):
+        copy = copies[0]
+        left = len(copy.source) - copy.done
+        row_bytes = max(1, copy.source[:1].nbytes)
+        rows = left if budget is None else min(left, max(1, budget // row_bytes))
+        copy.write(copy.offset + copy.done, copy.source[copy.done : copy.done + rows])
+        copy.done += rows
+        if budget is not None:
+            budget -= rows * row_bytes
+        if copy.done == len(copy.source):
+            copies.pop(0)
+    return not copies

@@ -1,130 +1,178 @@
-"""All avatars in use, concatenated into the pooled arrays the kernels read (range mode).
+"""All avatars in use, in the pooled arrays the kernels read (range mode).
 
-Adding an avatar rebuilds the pool (a rare event, never per frame); sessions then refer to
-their avatar by its vertex/triangle range. Each avatar counts the sessions using it, and
-the rebuild drops the ones no session uses any more, so a server that loads avatar after
-avatar for days holds only those in use. Layout: see avatarfarm.kernels.
+Each avatar owns regions of a few tables (vertices, morph deltas, triangles, materials,
+textures and texels), its indices into the others baked in when it is placed. Adding an
+avatar therefore copies only that avatar, and the device copy uploads only what was
+written; an avatar keeps its index for as long as it is pooled. Each avatar counts the
+sessions using it; the next avatar added drops the ones no session uses any more, so a
+server that loads avatar after avatar for days holds only those in use (their space is
+reused). Layout: see avatarfarm.kernels.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import numpy as np
 
+from .arena import Arena, Table
 from .asset import AvatarAsset
 from .expressions import ExpressionRig
 from .rig import PoseRig
 
+_F32, _I32 = np.float32, np.int32
+COLUMNS = {
+    # per vertex; each avatar's run has one pad row, so morph_offsets[v + 1] stays in it
+    "vertices": {
+        "base_pos": (_F32, (3,)), "base_nrm": (_F32, (3,)), "uv": (_F32, (2,)),
+        "morph_offsets": (_I32, ()), "skin_slot": (_I32, (4,)), "skin_weight": (_F32, (4,)),
+    },
+    "morphs": {"morph_target": (_I32, ()), "morph_dpos": (_F32, (3,)), "morph_dnrm": (_F32, (3,))},
+    "triangles": {"tris": (_I32, (3,)), "tri_mat": (_I32, ())},
+    "materials": {
+        "mat_base_color": (_F32, (4,)), "mat_texture": (_I32, ()),
+        "mat_uv_transform": (_F32, (2, 3)), "mat_alpha_mode": (np.int8, ()),
+        "mat_alpha_cutoff": (_F32, ()), "mat_double_sided": (np.uint8, ()),
+        "mat_shading": (np.int8, ()), "mat_shade_color": (_F32, (3,)),
+        "mat_toony": (_F32, ()), "mat_shift": (_F32, ()),
+    },
+    "textures": {"tex_offset": (np.int64, ()), "tex_size": (_I32, (2,))},
+}  # fmt: skip
 
-@dataclass
+
+@dataclass(eq=False)
 class PooledAvatar:
     asset: AvatarAsset
     expressions: ExpressionRig
     pose: PoseRig
-    vbase: int = 0
-    tbase: int = 0
-    mbase: int = 0  # first material in the material pool
+    starts: dict[str, int]  # its first row in each table, and in the texels
+    sizes: dict[str, int]
     users: int = 0  # sessions rendering this avatar
+
+    @property
+    def vbase(self) -> int:
+        return self.starts["vertices"]
 
 
 class MeshPool:
     """Pooled geometry, morphs, skinning, materials and textures of every loaded avatar."""
 
-    def __init__(self) -> None:
-        self.avatars: list[PooledAvatar] = []
+    def __init__(self, track_writes: bool = False) -> None:
+        self.tables = {name: Table(cols, track_writes) for name, cols in COLUMNS.items()}
+        self.texels = Arena(np.uint8, track_writes=track_writes)
+        self.avatars: list[PooledAvatar | None] = []  # by index; None where one was dropped
+        self.ranges = np.zeros((0, 4), np.int64)  # per index: vbase, vcount, tbase, tcount
         self._by_id: dict[int, int] = {}
-        self.version = 0
-        self._rebuild()
+        self.version = 0  # changes whenever an avatar is placed or dropped
+        self._arrays: SimpleNamespace | None = None
 
-    def add(self, asset: AvatarAsset) -> tuple[int, np.ndarray | None]:
-        """One more user of `asset`: its index, and how the other avatars' indices moved
-        (old index -> new) when adding it rebuilt the pool and dropped unused ones."""
+    def add(self, asset: AvatarAsset) -> int:
+        """One more user of `asset`; its index."""
         key = id(asset)  # the pool holds the asset, so its id cannot be reused meanwhile
         if key in self._by_id:
             index = self._by_id[key]
-            self.avatars[index].users += 1
-            return index, None
-        moved = np.full(len(self.avatars), -1, np.int64)
-        kept = [i for i, a in enumerate(self.avatars) if a.users > 0]
-        moved[kept] = np.arange(len(kept))
-        self.avatars = [self.avatars[i] for i in kept]
-        self.avatars.append(PooledAvatar(asset, ExpressionRig(asset), PoseRig(asset), users=1))
-        self._by_id = {id(a.asset): i for i, a in enumerate(self.avatars)}
-        self._rebuild()
-        return len(self.avatars) - 1, moved
+            self.avatars[index].users += 1  # type: ignore[union-attr]
+            return index
+        self._drop_unused()
+        pooled = self._place(asset)
+        index = self.avatars.index(None) if None in self.avatars else len(self.avatars)
+        if index == len(self.avatars):
+            self.avatars.append(None)
+            self.ranges = np.concatenate([self.ranges, np.zeros((1, 4), np.int64)])
+        self.avatars[index] = pooled
+        self.ranges[index] = (
+            pooled.vbase,
+            asset.vertex_count,
+            pooled.starts["triangles"],
+            asset.triangle_count,
+        )
+        self._by_id[key] = index
+        return index
 
     def release(self, index: int) -> None:
-        """A session stopped using avatar `index`; it goes at the next rebuild if unused."""
-        self.avatars[index].users -= 1
+        """A session stopped using avatar `index`; it goes when the next avatar is added."""
+        self.avatars[index].users -= 1  # type: ignore[union-attr]
 
     @property
     def max_targets(self) -> int:
-        return max([len(a.asset.target_names) for a in self.avatars] + [1])
+        return max([len(a.asset.target_names) for a in self.avatars if a] + [1])
 
-    def _rebuild(self) -> None:
-        assets = [a.asset for a in self.avatars]
-        v_counts = [a.vertex_count for a in assets]
-        t_counts = [a.triangle_count for a in assets]
-        m_counts = [len(a.materials) for a in assets]
-        vbase = np.concatenate([[0], np.cumsum(v_counts)]).astype(np.int64)
-        tbase = np.concatenate([[0], np.cumsum(t_counts)]).astype(np.int64)
-        mbase = np.concatenate([[0], np.cumsum(m_counts)]).astype(np.int64)
-        for i, pooled in enumerate(self.avatars):
-            pooled.vbase, pooled.tbase, pooled.mbase = int(vbase[i]), int(tbase[i]), int(mbase[i])
-        # Per avatar: vertex base, vertex count, triangle base, triangle count.
-        self.ranges = np.stack(
-            [vbase[:-1], np.array(v_counts, np.int64), tbase[:-1], np.array(t_counts, np.int64)],
-            axis=1,
-        ).reshape(-1, 4)
+    @property
+    def has_blend(self) -> bool:
+        return any((a.asset.materials.alpha_mode != 0).any() for a in self.avatars if a)
 
-        def cat(arrays, shape, dtype):
-            arrays = [np.asarray(a, dtype) for a in arrays]
-            if not arrays:
-                return np.zeros(shape, dtype)
-            return np.ascontiguousarray(np.concatenate(arrays))
+    def arrays(self) -> SimpleNamespace:
+        """Every column (and tex_pixels) by name, as the kernels take them."""
+        if self._arrays is None:
+            columns = {c: getattr(t, c) for t in self.tables.values() for c in t.columns}
+            self._arrays = SimpleNamespace(**columns, tex_pixels=self.texels.data)
+        return self._arrays
 
-        self.base_pos = cat([a.positions for a in assets], (0, 3), np.float32)
-        self.base_nrm = cat([a.normals for a in assets], (0, 3), np.float32)
-        self.uv = cat([a.uvs for a in assets], (0, 2), np.float32)
+    def _place(self, asset: AvatarAsset) -> PooledAvatar:
+        """Copy one avatar into regions of its own, with its cross-table indices rebased."""
+        pose = PoseRig(asset)
+        mats = asset.materials
+        textures = asset.textures
+        sizes = {
+            "vertices": asset.vertex_count + 1, "morphs": len(asset.morph_target),
+            "triangles": asset.triangle_count, "materials": len(mats),
+            "textures": len(textures), "texels": sum(t.size for t in textures),
+        }  # fmt: skip
+        starts = {name: self.tables[name].alloc(n) for name, n in sizes.items() if name in COLUMNS}
+        starts["texels"] = self.texels.alloc(sizes["texels"])
+        t_offsets = np.cumsum([0] + [t.size for t in textures])[:-1]
 
-        nnz = np.concatenate([[0], np.cumsum([len(a.morph_target) for a in assets])])
-        offsets = [a.morph_offsets[:-1].astype(np.int64) + nnz[i] for i, a in enumerate(assets)]
-        self.morph_offsets = cat(offsets + [np.array([nnz[-1]])], (1,), np.int32)
-        self.morph_target = cat([a.morph_target for a in assets], (0,), np.int32)
-        self.morph_dpos = cat([a.morph_dpos for a in assets], (0, 3), np.float32)
-        self.morph_dnrm = cat([a.morph_dnormal for a in assets], (0, 3), np.float32)
+        def pad(rows: np.ndarray) -> np.ndarray:  # the vertex run's extra row: zeros
+            return np.concatenate([rows, np.zeros((1, *rows.shape[1:]), rows.dtype)])
 
-        self.skin_slot = cat([p.pose.skin_slot for p in self.avatars], (0, 4), np.int32)
-        self.skin_weight = cat([p.pose.skin_weight for p in self.avatars], (0, 4), np.float32)
-        self.tris = cat([a.triangles for a in assets], (0, 3), np.int32)
-        self.tri_mat = cat(
-            [a.triangle_material + mbase[i] for i, a in enumerate(assets)], (0,), np.int32
-        )
+        rows = {
+            "vertices": {
+                "base_pos": pad(asset.positions), "base_nrm": pad(asset.normals),
+                "uv": pad(asset.uvs), "morph_offsets": asset.morph_offsets + starts["morphs"],
+                "skin_slot": pad(pose.skin_slot), "skin_weight": pad(pose.skin_weight),
+            },
+            "morphs": {
+                "morph_target": asset.morph_target, "morph_dpos": asset.morph_dpos,
+                "morph_dnrm": asset.morph_dnormal,
+            },
+            "triangles": {
+                "tris": asset.triangles,
+                "tri_mat": asset.triangle_material + starts["materials"],
+            },
+            "materials": {
+                "mat_base_color": mats.base_color,
+                "mat_texture": np.where(mats.texture >= 0, mats.texture + starts["textures"], -1),
+                "mat_uv_transform": mats.uv_transform, "mat_alpha_mode": mats.alpha_mode,
+                "mat_alpha_cutoff": mats.alpha_cutoff, "mat_double_sided": mats.double_sided,
+                "mat_shading": mats.shading, "mat_shade_color": mats.shade_color,
+                "mat_toony": mats.shading_toony, "mat_shift": mats.shading_shift,
+            },
+            "textures": {
+                "tex_offset": starts["texels"] + t_offsets,
+                "tex_size": np.array([[t.shape[1], t.shape[0]] for t in textures]).reshape(-1, 2),
+            },
+        }  # fmt: skip
+        for name, columns in rows.items():
+            for column, values in columns.items():
+                self.tables[name].write(column, starts[name], np.asarray(values))
+        for texture, offset in zip(textures, t_offsets, strict=True):
+            self.texels.write(starts["texels"] + int(offset), texture.reshape(-1))
+        self._changed()
+        return PooledAvatar(asset, ExpressionRig(asset), pose, starts, sizes, users=1)
 
-        tex_base = np.concatenate([[0], np.cumsum([len(a.textures) for a in assets])])
-        textures = [t for a in assets for t in a.textures]
-        sizes = np.array([[t.shape[1], t.shape[0]] for t in textures], np.int32).reshape(-1, 2)
-        self.tex_size = sizes
-        self.tex_offset = np.concatenate(
-            [[0], np.cumsum([t.size for t in textures])[:-1]] if textures else [[]]
-        ).astype(np.int64)
-        self.tex_pixels = cat([t.reshape(-1) for t in textures], (4,), np.uint8)
+    def _drop_unused(self) -> None:
+        for index, pooled in enumerate(self.avatars):
+            if pooled is None or pooled.users > 0:
+                continue
+            for name, table in self.tables.items():
+                table.free(pooled.starts[name], pooled.sizes[name])
+            self.texels.free(pooled.starts["texels"], pooled.sizes["texels"])
+            del self._by_id[id(pooled.asset)]
+            self.avatars[index] = None
+            self.ranges[index] = 0
+            self._changed()
 
-        mats = [a.materials for a in assets]
-        self.mat_base_color = cat([m.base_color for m in mats], (0, 4), np.float32)
-        self.mat_texture = cat(
-            [np.where(m.texture >= 0, m.texture + tex_base[i], -1) for i, m in enumerate(mats)],
-            (0,),
-            np.int32,
-        )
-        self.mat_uv_transform = cat([m.uv_transform for m in mats], (0, 2, 3), np.float32)
-        self.mat_alpha_mode = cat([m.alpha_mode for m in mats], (0,), np.int8)
-        self.mat_alpha_cutoff = cat([m.alpha_cutoff for m in mats], (0,), np.float32)
-        self.mat_double_sided = cat([m.double_sided for m in mats], (0,), np.uint8)
-        self.mat_shading = cat([m.shading for m in mats], (0,), np.int8)
-        self.mat_shade_color = cat([m.shade_color for m in mats], (0, 3), np.float32)
-        self.mat_toony = cat([m.shading_toony for m in mats], (0,), np.float32)
-        self.mat_shift = cat([m.shading_shift for m in mats], (0,), np.float32)
-        self.has_blend = bool((self.mat_alpha_mode != 0).any())
+    def _changed(self) -> None:
         self.version += 1
+        self._arrays = None  # columns may have grown into new arrays

@@ -31,7 +31,7 @@ import numpy as np
 from avatarfarm.kernels import composite, damage, deform, raster, shade
 from avatarfarm.kernels.backend import resolve_backend
 
-from .arena import Arena, grow
+from .arena import Arena, Table, grow
 from .asset import AvatarAsset
 from .camera import frame_view_projection, layer_rect, layer_view_projection
 from .pool import MeshPool
@@ -71,11 +71,11 @@ class Renderer:
         self.incremental = incremental
         self.enforce_label = enforce_label
         self.label_text = label_text
-        self.pool = MeshPool()
         self._slots: list[_Slot | None] = []
         self._free_slots: list[int] = []
         self._frames = Arena()
         self._device = None if self.backend == "cpu" else _DeviceMirror()
+        self.pool = MeshPool(track_writes=self._device is not None)  # every avatar in use
         # backgrounds and overlays of every loaded scene; a device copy follows its writes
         self._scenes = SceneStore(track_writes=self._device is not None)
         self._history = Arena(np.float32)  # per slot: its last frame's vertices, 8 floats each
@@ -132,9 +132,7 @@ class Renderer:
         if loaded is None:
             loaded = self.load(scene or Scene(), width, height, fps, compiled)
         _check_shown(loaded, width, height)
-        avatar_index, moved = self.pool.add(avatar)
-        if moved is not None:
-            self._move_avatars(moved)
+        avatar_index = self.pool.add(avatar)
         slot = self._free_slots.pop() if self._free_slots else self._new_slot()
         size = width * height * 3 // 2
         frame_base = self._frames.alloc(size)
@@ -217,13 +215,6 @@ class Renderer:
         """The loaded scene `slot` renders."""
         return self._slot(slot).shown  # type: ignore[return-value]
 
-    def _move_avatars(self, moved: np.ndarray) -> None:
-        """The pool dropped unused avatars: open slots follow their avatar's new index."""
-        for slot, state in enumerate(self._slots):
-            if state is not None:
-                state.avatar = int(moved[state.avatar])
-                self._slot_avatar[slot] = state.avatar
-
     def close(self, slot: int) -> None:
         state = self._slot(slot)
         self.pool.release(state.avatar)
@@ -277,7 +268,7 @@ class Renderer:
         scratch = self._scratch.ensure(rows, self.pool.has_blend)
         if self._device is None:
             self._launch(
-                CPU_KERNELS, self.pool, rows, scratch, self._scenes.overlays,
+                CPU_KERNELS, self.pool.arrays(), rows, scratch, self._scenes.overlays,
                 self._scenes.backgrounds.data,
                 self._frames.data, self._history.data.reshape(-1, HISTORY_WIDTH), n,
             )  # fmt: skip
@@ -500,13 +491,6 @@ class _DeviceMirror:
     copied into persistent device arrays, frames composited on the device and copied back
     once per tick for host encoders (x264); NVENC would read the device frames directly."""
 
-    POOL_FIELDS = (
-        "base_pos", "base_nrm", "uv", "morph_offsets", "morph_target", "morph_dpos",
-        "morph_dnrm", "skin_slot", "skin_weight", "tris", "tri_mat", "mat_base_color",
-        "mat_texture", "mat_uv_transform", "mat_alpha_mode", "mat_alpha_cutoff",
-        "mat_double_sided", "mat_shading", "mat_shade_color", "mat_toony", "mat_shift",
-        "tex_pixels", "tex_offset", "tex_size",
-    )  # fmt: skip
     ROW_FIELDS = (
         "vbase", "vcount", "tbase", "tcount", "obase", "lx", "ly", "lw", "lh", "fw", "fh",
         "lbase", "fbase", "bgbase", "rect", "ov_start", "ov_count", "weights", "palette",
@@ -542,6 +526,10 @@ class _DeviceMirror:
                 dev[start:stop].copy_to_device(host[start:stop])
         return dev
 
+    def _sync_table(self, prefix: str, table: Table) -> dict[str, object]:
+        written = table.take_written()
+        return {c: self._sync(prefix + c, getattr(table, c), written) for c in table.columns}
+
     def _scratch(self, name: str, host: np.ndarray):
         """A device array shaped like `host`, contents left to the kernels."""
         dev = self.arrays.get(name)
@@ -552,14 +540,18 @@ class _DeviceMirror:
 
     def render(self, r: Renderer, rows: _Rows, scratch: _Scratch, n: int) -> None:
         """Bring the device copies up to date, launch the stages, copy the frames back."""
-        if r.pool.version != self.pool_version:
-            self.pool = _mirror(self._put, "pool.", r.pool, self.POOL_FIELDS)
-            self.pool_version = r.pool.version
-        table, backgrounds = r._scenes.overlays, r._scenes.backgrounds
-        rows_written = table.take_written()
+        pool = r.pool
+        if pool.version != self.pool_version:  # an avatar was placed or dropped
+            columns: dict[str, object] = {}
+            for table in pool.tables.values():
+                columns.update(self._sync_table("pool.", table))
+            texels = self._sync("pool.tex_pixels", pool.texels.data, pool.texels.take_written())
+            self.pool = SimpleNamespace(**columns, tex_pixels=texels)
+            self.pool_version = pool.version
+        overlays, backgrounds = r._scenes.overlays, r._scenes.backgrounds
         overlays = SimpleNamespace(
-            **{f: self._sync("ov." + f, getattr(table, f), rows_written) for f in table.FIELDS},
-            pixels=self._sync("ov.pixels", table.pixels, table.pixel_arena.take_written()),
+            **self._sync_table("ov.", overlays),
+            pixels=self._sync("ov.pixels", overlays.pixels, overlays.pixel_arena.take_written()),
         )
         backgrounds = self._sync("backgrounds", backgrounds.data, backgrounds.take_written())
         frames = r._frames.data

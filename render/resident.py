@@ -13,18 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .arena import Arena, Regions, grow
+from .arena import Arena, PendingCopy, Table, copy_some
 from .scene import CompiledScene, Scene
-
-
-@dataclass
-class _Copy:
-    """Pixels still to be copied into an arena: `source` rows go to `offset` onwards."""
-
-    arena: Arena
-    offset: int
-    source: np.ndarray
-    done: int = 0
 
 
 @dataclass(eq=False)
@@ -40,7 +30,7 @@ class LoadedScene:
     ov_count: int
     px_base: int  # its overlay pixels
     px_count: int
-    copies: list[_Copy] = field(default_factory=list)  # left to copy; empty once ready
+    copies: list[PendingCopy] = field(default_factory=list)  # left to copy; none once ready
     showing: int = 0  # slots showing it
     unloaded: bool = False
 
@@ -53,22 +43,18 @@ class LoadedScene:
         return self.bg_size * self.bg_frames + 4 * self.px_count
 
 
-class OverlayTable:
+class OverlayTable(Table):
     """Overlay rows the composite kernel reads (position, size, first pixel, opacity, z),
     with their premultiplied RGBA pixels in one arena; a scene's overlays are one run."""
 
-    FIELDS = {
-        "x": np.int32, "y": np.int32, "w": np.int32, "h": np.int32, "base": np.int64,
-        "opacity": np.float32, "z": np.int32,
-    }  # fmt: skip
-
     def __init__(self, track_writes: bool = False) -> None:
-        self.rows = Regions()
-        for name, dtype in self.FIELDS.items():
-            setattr(self, name, grow(np.zeros(0, dtype), 1))
+        i32 = (np.int32, ())
+        super().__init__(
+            {"x": i32, "y": i32, "w": i32, "h": i32, "base": (np.int64, ()),
+             "opacity": (np.float32, ()), "z": i32},
+            track_writes,
+        )  # fmt: skip
         self.pixel_arena = Arena(np.uint8, width=4, track_writes=track_writes)
-        self.track_writes = track_writes
-        self._written: list[tuple[int, int]] = []
 
     @property
     def pixels(self) -> np.ndarray:
@@ -76,22 +62,17 @@ class OverlayTable:
 
     def add(self, layers, px_base: int) -> int:
         """Rows for `layers` (CompiledLayer), their pixels counted from `px_base`."""
-        start = self.rows.alloc(len(layers))
-        for name in self.FIELDS:
-            setattr(self, name, grow(getattr(self, name), self.rows.top))
-        base = px_base
-        for i, layer in enumerate(layers, start):
-            h, w = layer.rgba.shape[:2]
-            self.x[i], self.y[i], self.w[i], self.h[i] = layer.x, layer.y, w, h
-            self.base[i], self.opacity[i], self.z[i] = base, layer.opacity, layer.z
-            base += w * h
-        if self.track_writes:
-            self._written.append((start, start + len(layers)))
+        start = self.alloc(len(layers))
+        sizes = np.array([layer.rgba.shape[:2] for layer in layers], np.int64).reshape(-1, 2)
+        area = sizes[:, 0] * sizes[:, 1]
+        rows = {
+            "x": [layer.x for layer in layers], "y": [layer.y for layer in layers],
+            "w": sizes[:, 1], "h": sizes[:, 0], "base": px_base + np.cumsum(area) - area,
+            "opacity": [layer.opacity for layer in layers], "z": [layer.z for layer in layers],
+        }  # fmt: skip
+        for column, values in rows.items():
+            self.write(column, start, np.asarray(values))
         return start
-
-    def take_written(self) -> list[tuple[int, int]]:
-        written, self._written = self._written, []
-        return written
 
 
 class SceneStore:
@@ -112,13 +93,13 @@ class SceneStore:
         px_base = self.overlays.pixel_arena.alloc(px_count)
         ov_start = self.overlays.add(layers, px_base)
         copies = [
-            _Copy(self.backgrounds, bg_base + i * size, nv12.reshape(-1))
+            PendingCopy(self.backgrounds.write, bg_base + i * size, nv12.reshape(-1))
             for i, nv12 in enumerate(compiled.backgrounds)
         ]
         base = px_base
         for layer in layers:
             pixels = layer.rgba.reshape(-1, 4)
-            copies.append(_Copy(self.overlays.pixel_arena, base, pixels))
+            copies.append(PendingCopy(self.overlays.pixel_arena.write, base, pixels))
             base += len(pixels)
         return LoadedScene(
             scene, compiled, bg_base, size, frames, ov_start, len(layers), px_base, px_count,
@@ -129,19 +110,7 @@ class SceneStore:
     def fill(loaded: LoadedScene, max_bytes: int | None = None) -> bool:
         """Copy up to `max_bytes` more of the scene's pixels (all when None); True when
         the scene is ready to show."""
-        budget = max_bytes
-        while loaded.copies and (budget is None or budget > 0):
-            copy = loaded.copies[0]
-            left = len(copy.source) - copy.done
-            row_bytes = max(1, copy.source[:1].nbytes)
-            rows = left if budget is None else min(left, max(1, budget // row_bytes))
-            copy.arena.write(copy.offset + copy.done, copy.source[copy.done : copy.done + rows])
-            copy.done += rows
-            if budget is not None:
-                budget -= rows * row_bytes
-            if copy.done == len(copy.source):
-                loaded.copies.pop(0)
-        return loaded.ready
+        return copy_some(loaded.copies, max_bytes)
 
     def unload(self, loaded: LoadedScene) -> None:
         """Free the scene's regions (once; later calls do nothing)."""
@@ -152,5 +121,5 @@ class SceneStore:
         loaded.unloaded = True
         self.backgrounds.free(loaded.bg_base, loaded.bg_size * loaded.bg_frames)
         self.overlays.pixel_arena.free(loaded.px_base, loaded.px_count)
-        self.overlays.rows.free(loaded.ov_start, loaded.ov_count)
+        self.overlays.free(loaded.ov_start, loaded.ov_count)
         loaded.copies.clear()

@@ -75,3 +75,28 @@ def _count_uploads(mirror) -> dict[str, int]:
 
     mirror._sync = counted
     return sent
+
+
+def test_a_new_avatar_uploads_only_itself_and_matches_cpu():
+    ball = sphere_avatar()
+    red = sphere_avatar(radius=0.1, color=(0.9, 0.1, 0.1, 1.0), name="red")
+    blue = sphere_avatar(radius=0.11, color=(0.2, 0.6, 0.9, 1.0), name="blue")
+    scene = Scene(framing="head", label=Label(enabled=False))
+    frames = {}
+    for device in ("cpu", "cuda"):
+        r = Renderer(device)
+        gone = r.open(ball, 32, 32, scene)
+        kept = r.open(red, 32, 32, scene)
+        r.render(np.array([gone, kept]), *pose(2))
+        r.close(gone)
+        if device == "cuda":
+            sent = _count_uploads(r._device)
+        joined = r.open(blue, 32, 32, scene)  # takes the dropped ball's space
+        r.render(np.array([kept, joined]), *pose(2))
+        if device == "cuda":
+            assert sent["pool.base_pos"] == blue.vertex_count + 1  # its rows (and a pad row)
+            assert sent["pool.tris"] == blue.triangle_count
+        frames[device] = [r.frame(s).astype(int) for s in (kept, joined)]
+    for cpu, cuda in zip(frames["cpu"], frames["cuda"], strict=True):
+        assert np.abs(cpu - cuda).max() <= 2
+        assert np.mean(cpu != cuda) < 0.02
