@@ -211,10 +211,6 @@ class Renderer:
         self._slot_dirty[slot] = True
         return previous
 
-    def shown(self, slot: int) -> LoadedScene:
-        """The loaded scene `slot` renders."""
-        return self._slot(slot).shown  # type: ignore[return-value]
-
     def close(self, slot: int) -> None:
         state = self._slot(slot)
         self.pool.release(state.avatar)
