@@ -17,6 +17,7 @@ import pytest
 
 _MODULE_DIRS = (Path("/usr/lib/nginx/modules"), Path("/usr/share/nginx/modules"))
 _MODULE_FILE = "ngx_rtmp_module.so"
+_STREAM_MODULE_FILE = "ngx_stream_module.so"
 
 
 def _find_nginx() -> str | None:
@@ -25,9 +26,13 @@ def _find_nginx() -> str | None:
     )
 
 
+def _module(name: str) -> Path | None:
+    """A dynamic module's path; Debian packages the RTMP and stream modules as loadable .so."""
+    return next((d / name for d in _MODULE_DIRS if (d / name).exists()), None)
+
+
 def _rtmp_module() -> Path | None:
-    """The dynamic module path; Debian packages the RTMP module as a loadable .so."""
-    return next((d / _MODULE_FILE for d in _MODULE_DIRS if (d / _MODULE_FILE).exists()), None)
+    return _module(_MODULE_FILE)
 
 
 def skip_reason() -> str | None:
@@ -37,6 +42,28 @@ def skip_reason() -> str | None:
     if _rtmp_module() is None:
         return "nginx RTMP module missing (apt-get install libnginx-mod-rtmp)"
     return None
+
+
+def tls_skip_reason() -> str | None:
+    """Why the RTMPS front (nginx's stream module + openssl) cannot run here, or None."""
+    if _module(_STREAM_MODULE_FILE) is None:
+        return "nginx stream module missing (apt-get install libnginx-mod-stream)"
+    if shutil.which("openssl") is None:
+        return "openssl not installed (apt-get install openssl)"
+    return skip_reason()
+
+
+def self_signed_cert(folder: Path, name: str = "ingest") -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key: what an RTMPS ingest presents in tests."""
+    cert, key = folder / f"{name}.crt", folder / f"{name}.key"
+    folder.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
 
 
 def free_port() -> int:
@@ -53,15 +80,24 @@ def _port_open(port: int) -> bool:
 
 
 class NginxRtmp:
-    """One nginx process serving `rtmp://127.0.0.1:<port>/live/<key>`."""
+    """One nginx process serving `rtmp://127.0.0.1:<port>/live/<key>`.
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
-        reason = skip_reason()
+    With `tls=(cert, key)` it also serves `rtmps://127.0.0.1:<tls_port>/live/<key>`: TLS
+    terminated by nginx's stream module in front of the RTMP port, as ingests that speak
+    RTMPS commonly do it (nginx-rtmp has no TLS of its own).
+    """
+
+    def __init__(
+        self, workdir: Path, port: int | None = None, tls: tuple[Path, Path] | None = None
+    ) -> None:
+        reason = tls_skip_reason() if tls else skip_reason()
         if reason:
             raise RuntimeError(reason)
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
+        self.tls = tls
+        self.tls_port = free_port() if tls else None
         self.conf = self.workdir / "nginx.conf"
         self._proc: subprocess.Popen[bytes] | None = None
         self._write_conf()
@@ -69,10 +105,27 @@ class NginxRtmp:
     def url(self, key: str, app: str = "live") -> str:
         return f"rtmp://127.0.0.1:{self.port}/{app}/{key}"
 
+    def tls_url(self, key: str, app: str = "live") -> str:
+        return f"rtmps://127.0.0.1:{self.tls_port}/{app}/{key}"
+
     def _write_conf(self) -> None:
         w = self.workdir
+        tls_front = ""
+        if self.tls:
+            cert, key = self.tls
+            tls_front = (
+                "stream {\n"
+                "  server {\n"
+                f"    listen 127.0.0.1:{self.tls_port} ssl;\n"
+                f"    ssl_certificate {cert};\n"
+                f"    ssl_certificate_key {key};\n"
+                f"    proxy_pass 127.0.0.1:{self.port};\n"
+                "  }\n"
+                "}\n"
+            )
         self.conf.write_text(
-            f"load_module {_rtmp_module()};\n"
+            (f"load_module {_module(_STREAM_MODULE_FILE)};\n" if self.tls else "")
+            + f"load_module {_rtmp_module()};\n"
             "daemon off;\n"
             "worker_processes 1;\n"
             f"pid {w / 'nginx.pid'};\n"
@@ -84,7 +137,7 @@ class NginxRtmp:
             "    chunk_size 4096;\n"
             "    application live { live on; record off; }\n"
             "  }\n"
-            "}\n"
+            "}\n" + tls_front
         )
 
     def start(self, timeout: float = 10.0) -> None:
@@ -99,7 +152,7 @@ class NginxRtmp:
             if self._proc.poll() is not None:
                 err = self._proc.stderr.read().decode() if self._proc.stderr else ""
                 raise RuntimeError(f"nginx exited at start: {err.strip()}")
-            if _port_open(self.port):
+            if _port_open(self.port) and (self.tls_port is None or _port_open(self.tls_port)):
                 return
             time.sleep(0.05)
         self.stop()

@@ -10,7 +10,7 @@ import time
 
 import av
 import pytest
-from nginx_rtmp import free_port, nginx_or_skip
+from nginx_rtmp import NginxRtmp, free_port, nginx_or_skip, self_signed_cert, tls_skip_reason
 from stream_support import Feeder, feed, pull, wait_for
 
 from avatarfarm.server.stream import StreamPipeline, VideoSettings
@@ -23,6 +23,17 @@ FAST = VideoSettings(bitrate_kbps=500, preset="ultrafast")
 @pytest.fixture
 def nginx(tmp_path):
     server = nginx_or_skip(tmp_path)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def tls_nginx(tmp_path):
+    reason = tls_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    server = NginxRtmp(tmp_path / "nginx", tls=self_signed_cert(tmp_path / "tls"))
+    server.start()
     yield server
     server.stop()
 
@@ -164,3 +175,36 @@ def test_an_ingest_refusing_the_app_is_reported_without_the_key(nginx):
     finally:
         pipe.close(5)
     assert out["last_error"] and "SECRET" not in out["last_error"]
+
+
+def test_rtmps_push_checks_the_certificate_and_plays_back(tls_nginx, monkeypatch):
+    # the ingest's certificate is trusted the way an operator adds a private CA: SSL_CERT_FILE
+    monkeypatch.setenv("SSL_CERT_FILE", str(tls_nginx.tls[0]))
+    pipe = StreamPipeline("s6", W, H, FPS, FAST, [tls_nginx.tls_url("k6")])
+    try:
+        assert wait_for(lambda: pipe.stats()["outputs"][1]["state"] == "live", 10)
+        thread, got = pull(tls_nginx.url("k6"), seconds=3.0)  # plain RTMP behind the TLS front
+        feed(pipe, 6 * FPS)  # the player joins at the 2 s IDR
+        thread.join(15)
+        out = pipe.stats()["outputs"][1]
+    finally:
+        pipe.close(5)
+    assert got.error is None
+    assert (got.width, got.height) == (W, H)
+    assert len(got.frames) >= FPS  # at least a second of decoded video came through TLS
+    assert out["state"] == "live" and out["last_error"] is None
+
+
+def test_rtmps_to_an_untrusted_certificate_is_refused_without_the_key(
+    tls_nginx, monkeypatch, tmp_path
+):
+    other_ca, _ = self_signed_cert(tmp_path / "other", "other")
+    monkeypatch.setenv("SSL_CERT_FILE", str(other_ca))  # trusts someone else, not the ingest
+    pipe = StreamPipeline("s7", W, H, FPS, FAST, [tls_nginx.tls_url("untrustedSECRET")])
+    try:
+        assert wait_for(lambda: pipe.stats()["outputs"][1]["state"] == "retrying", 10)
+        out = pipe.stats()["outputs"][1]
+    finally:
+        pipe.close(5)
+    assert "certificate verify failed" in out["last_error"].lower()
+    assert "SECRET" not in out["last_error"] and "SECRET" not in out["url"]
