@@ -4,15 +4,27 @@ Kernels address every session's frame, background, overlays and scratch space th
 offsets into a few flat arrays, so those arrays must grow without per-frame allocation,
 and space freed by one session must be reusable by another of a different size (a day
 of sessions opening, closing and changing scenes must not grow memory without bound).
+
+An Arena's array lives in address space reserved up front (as much as the machine has
+memory; a page costs memory only once written), so it grows by a longer view of the same
+pages: doubling a multi-GB background or texture arena copies nothing and never stalls
+the engine, and views handed out earlier stay valid.
 """
 
 from __future__ import annotations
 
 import bisect
+import mmap
+import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
+# Python < 3.13 lacks the constant; without it Linux would count the whole reservation
+# against memory at once and refuse it.
+_MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000 if sys.platform.startswith("linux") else 0)
 
 
 def grow(array: np.ndarray, needed: int) -> np.ndarray:
@@ -77,6 +89,29 @@ class Regions:
         self._sizes[offset] = size
 
 
+def reserve_bytes() -> int:
+    """Address space one arena reserves: the machine's memory (an arena never usefully
+    holds more); 0 where that is unknown."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def _reserve(dtype: np.dtype, row: tuple[int, ...]) -> np.ndarray | None:
+    """Reserved address space as one array of rows, or None where the OS refuses it (the
+    arena then grows by copying, as ordinary arrays do)."""
+    row_bytes = np.dtype(dtype).itemsize * int(np.prod(row, dtype=np.int64))
+    rows = reserve_bytes() // row_bytes
+    if rows < 16:
+        return None
+    try:
+        space = mmap.mmap(-1, rows * row_bytes, flags=mmap.MAP_PRIVATE | _MAP_NORESERVE)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return np.frombuffer(space, dtype).reshape(rows, *row)
+
+
 class _WriteLog:
     """[start, stop) ranges written since last taken (only when tracking is on)."""
 
@@ -108,13 +143,23 @@ class Arena(Regions):
 
     def __init__(self, dtype=np.uint8, width: int | None = None, track_writes: bool = False):
         super().__init__()
-        self.data = grow(np.zeros((0,) if width is None else (0, width), dtype), 1)
+        row = () if width is None else (width,)
+        self._space = _reserve(dtype, row)
+        empty = np.zeros((0, *row), dtype) if self._space is None else self._space[:0]
+        self.data = self._grown(empty, 1)
         self._log = _WriteLog(track_writes)
 
     def alloc(self, size: int) -> int:
         offset = super().alloc(size)
-        self.data = grow(self.data, self.top)
+        self.data = self._grown(self.data, self.top)
         return offset
+
+    def _grown(self, data: np.ndarray, needed: int) -> np.ndarray:
+        """`data`, or a doubled view of the reserved pages (a copy past the reservation)."""
+        space = self._space
+        if data.shape[0] >= needed or space is None or needed > len(space):
+            return grow(data, needed)
+        return space[: min(max(needed, 2 * data.shape[0], 16), len(space))]
 
     def view(self, offset: int, size: int) -> np.ndarray:
         return self.data[offset : offset + size]

@@ -3,7 +3,9 @@
 Each avatar owns regions of a few tables (vertices, morph deltas, triangles, materials,
 textures and texels), its indices into the others baked in when it is placed. Adding an
 avatar therefore copies only that avatar, and the device copy uploads only what was
-written; an avatar keeps its index for as long as it is pooled. Each avatar counts the
+written; an avatar keeps its index for as long as it is pooled. The copy can also go a
+budget at a time (`add(fill=False)`, then `fill`), so a VRoid model with 50 MB of
+textures joins between the engine's ticks instead of stalling one. Each avatar counts the
 sessions using it; the next avatar added drops the ones no session uses any more, so a
 server that loads avatar after avatar for days holds only those in use (their space is
 reused). Layout: see avatarfarm.kernels.
@@ -11,12 +13,13 @@ reused). Layout: see avatarfarm.kernels.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from types import SimpleNamespace
 
 import numpy as np
 
-from .arena import Arena, Table
+from .arena import Arena, PendingCopy, Table, copy_some
 from .asset import AvatarAsset
 from .expressions import ExpressionRig
 from .rig import PoseRig
@@ -48,7 +51,12 @@ class PooledAvatar:
     pose: PoseRig
     starts: dict[str, int]  # its first row in each table, and in the texels
     sizes: dict[str, int]
-    users: int = 0  # sessions rendering this avatar
+    users: int = 0  # sessions rendering this avatar (or about to)
+    copies: list[PendingCopy] = field(default_factory=list)  # left to copy; none once ready
+
+    @property
+    def ready(self) -> bool:
+        return not self.copies
 
     @property
     def vbase(self) -> int:
@@ -67,15 +75,21 @@ class MeshPool:
         self.version = 0  # changes whenever an avatar is placed or dropped
         self._arrays: SimpleNamespace | None = None
 
-    def add(self, asset: AvatarAsset) -> int:
-        """One more user of `asset`; its index."""
+    def add(self, asset: AvatarAsset, fill: bool = True) -> int:
+        """One more user of `asset`; its index. With `fill=False` a new avatar's rows are
+        reserved but not copied yet: `fill` copies them, and it must be ready before a
+        slot renders it."""
         key = id(asset)  # the pool holds the asset, so its id cannot be reused meanwhile
         if key in self._by_id:
             index = self._by_id[key]
             self.avatars[index].users += 1  # type: ignore[union-attr]
+            if fill:
+                self.fill(index)
             return index
         self._drop_unused()
         pooled = self._place(asset)
+        if fill:
+            copy_some(pooled.copies)
         index = self.avatars.index(None) if None in self.avatars else len(self.avatars)
         if index == len(self.avatars):
             self.avatars.append(None)
@@ -89,6 +103,15 @@ class MeshPool:
         )
         self._by_id[key] = index
         return index
+
+    def fill(self, index: int, max_bytes: int | None = None) -> bool:
+        """Copy up to `max_bytes` more of avatar `index` (all when None); True when ready."""
+        copies = self.avatars[index].copies  # type: ignore[union-attr]
+        if not copies:
+            return True
+        done = copy_some(copies, max_bytes)
+        self.version += 1  # the device copy has rows to upload
+        return done
 
     def release(self, index: int) -> None:
         """A session stopped using avatar `index`; it goes when the next avatar is added."""
@@ -153,13 +176,17 @@ class MeshPool:
                 "tex_size": np.array([[t.shape[1], t.shape[0]] for t in textures]).reshape(-1, 2),
             },
         }  # fmt: skip
+        copies = []
         for name, columns in rows.items():
             for column, values in columns.items():
-                self.tables[name].write(column, starts[name], np.asarray(values))
+                write = partial(self.tables[name].write, column)
+                copies.append(PendingCopy(write, starts[name], np.asarray(values)))
         for texture, offset in zip(textures, t_offsets, strict=True):
-            self.texels.write(starts["texels"] + int(offset), texture.reshape(-1))
+            copies.append(
+                PendingCopy(self.texels.write, starts["texels"] + int(offset), texture.reshape(-1))
+            )
         self._changed()
-        return PooledAvatar(asset, ExpressionRig(asset), pose, starts, sizes, users=1)
+        return PooledAvatar(asset, ExpressionRig(asset), pose, starts, sizes, 1, copies)
 
     def _drop_unused(self) -> None:
         for index, pooled in enumerate(self.avatars):

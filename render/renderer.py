@@ -177,6 +177,19 @@ class Renderer:
         """Copy up to `max_bytes` more of a loaded scene (all when None); True when ready."""
         return self._scenes.fill(loaded, max_bytes)
 
+    def load_avatar(self, avatar: AvatarAsset, *, fill: bool = True) -> int:
+        """Place `avatar` in the mesh pool ahead of `open()` and hold it there until
+        `release_avatar()`; with `fill=False`, `fill_avatar()` copies it a budget at a time."""
+        return self.pool.add(avatar, fill=fill)
+
+    def fill_avatar(self, index: int, max_bytes: int | None = None) -> bool:
+        """Copy up to `max_bytes` more of a loaded avatar (all when None); True when ready."""
+        return self.pool.fill(index, max_bytes)
+
+    def release_avatar(self, index: int) -> None:
+        """Let go of an avatar held by `load_avatar()` (sessions rendering it keep it)."""
+        self.pool.release(index)
+
     def unload(self, loaded: LoadedScene | None) -> None:
         """Free a loaded scene that no slot shows."""
         if loaded is not None:
@@ -512,15 +525,30 @@ class _DeviceMirror:
         return dev
 
     def _sync(self, name: str, host: np.ndarray, written: list[tuple[int, int]]):
-        """The device array `name` brought up to `host`: sent whole when the host array
-        grew (doubling makes that rare), else only the ranges written since last time."""
+        """The device array `name` brought up to `host`: sent whole the first time, then
+        only the ranges written since last time (a grown host array grows the device
+        copy on the device, so what it held is not sent again)."""
         dev = self.arrays.get(name)
-        if dev is None or dev.shape != host.shape:
+        if dev is None:
             self.arrays[name] = dev = self.cuda.to_device(host)
-        else:
-            for start, stop in written:
-                dev[start:stop].copy_to_device(host[start:stop])
+            return dev
+        dev = self._regrown(name, host.shape, host.dtype)
+        for start, stop in written:
+            dev[start:stop].copy_to_device(host[start:stop])
         return dev
+
+    def _regrown(self, name: str, shape: tuple[int, ...], dtype):
+        """The device array `name` at `shape`, keeping its leading rows (a copy on the
+        device when the shape changed)."""
+        dev = self.arrays.get(name)
+        if dev is not None and dev.shape == shape:
+            return dev
+        bigger = self.cuda.device_array(shape, dtype)
+        if dev is not None:
+            keep = min(shape[0], dev.shape[0])
+            bigger[:keep].copy_to_device(dev[:keep])
+        self.arrays[name] = bigger
+        return bigger
 
     def _sync_table(self, prefix: str, table: Table) -> dict[str, object]:
         written = table.take_written()
@@ -551,8 +579,7 @@ class _DeviceMirror:
         )
         backgrounds = self._sync("backgrounds", backgrounds.data, backgrounds.take_written())
         frames = r._frames.data
-        if "frames" not in self.arrays or self.arrays["frames"].shape != frames.shape:
-            self._put("frames", frames)
+        self._sync("frames", frames, [])  # the device draws them; the host only reads back
         device_rows = _mirror(self._put, "row.", rows, self.ROW_FIELDS)
         shared = scratch.shared_blend
         fields = [f for f in SCRATCH_FIELDS if not (shared and f == "vis_blend")]
@@ -571,14 +598,7 @@ class _DeviceMirror:
         """The slots' vertex history lives only on the device (the kernels keep it); when
         the host arena grows, the device copy grows with it, keeping its rows."""
         rows = r._history.data.shape[0] // HISTORY_WIDTH
-        dev = self.arrays.get("history")
-        if dev is None or dev.shape[0] != rows:
-            bigger = self.cuda.device_array((rows, HISTORY_WIDTH), np.float32)
-            if dev is not None:
-                keep = min(rows, dev.shape[0])
-                bigger[:keep].copy_to_device(dev[:keep])
-            self.arrays["history"] = dev = bigger
-        return dev
+        return self._regrown("history", (rows, HISTORY_WIDTH), np.float32)
 
 
 def _mirror(put, prefix: str, source, fields) -> SimpleNamespace:

@@ -37,8 +37,9 @@ the renderer, so a switch moves no pixels.
 
 Scenes are compiled (images and videos decoded) on the caller's thread, then copied into
 the renderer's buffers by the loop in pieces of FILL_CHUNK bytes in the time between
-ticks: a session opening with, or changing to, a long video background (hundreds of MB)
-does not stall the others. Its Future resolves once the scene is shown.
+ticks, and so is a new session's avatar: a session opening with, or changing to, a long
+video background (hundreds of MB) or a heavily textured model does not stall the others.
+Its Future resolves once the scene is shown.
 """
 
 from __future__ import annotations
@@ -107,14 +108,21 @@ class _Resident(NamedTuple):
 
 @dataclass
 class _Load:
-    """Scenes being copied into the renderer between ticks, and what to run on the engine
-    thread once they are (open the session, or swap its scene in); `abandon` instead if
-    the engine stops first."""
+    """Scenes (and a new session's avatar) being copied into the renderer between ticks,
+    and what to run on the engine thread once they are (open the session, or swap its
+    scene in); `abandon` instead if the engine stops first."""
 
     resident: _Resident
+    avatar: int | None  # its pool index, held until `ready` or `abandon` has run
     ready: Callable[[], Any]
     abandon: Callable[[], None]
     future: Future
+
+    def fill(self, renderer: Any, max_bytes: int) -> bool:
+        """Copy the next piece (avatar first, then scenes); True once everything is in."""
+        if self.avatar is not None and not renderer.fill_avatar(self.avatar, max_bytes):
+            return False
+        return all(renderer.fill(s, max_bytes) for s in self.resident if s)
 
 
 class EngineBusy(Exception):
@@ -354,7 +362,7 @@ class Engine:
         a busy engine still makes progress); run what waits for each once it is loaded."""
         while self._loads:
             load = self._loads[0]
-            while not all(self.renderer.fill(s, FILL_CHUNK) for s in load.resident if s):
+            while not load.fill(self.renderer, FILL_CHUNK):
                 if until is not None and self.clock() >= until:
                     return
             self._loads.popleft()
@@ -364,19 +372,41 @@ class Engine:
 
     def _load(
         self, session: Session, scenes: _Scenes, ready: Callable[[_Resident], Any],
-        abandon: Callable[[], None] = lambda: None,
+        abandon: Callable[[], None] = lambda: None, avatar: AvatarAsset | None = None,
     ) -> Future:  # fmt: skip
-        """Reserve the renderer's space for `scenes` and queue their copy; `ready(resident)`
-        runs on the engine thread once they are in."""
+        """Reserve the renderer's space for `scenes` (and `avatar`, for a new session) and
+        queue their copy; `ready(resident)` runs on the engine thread once they are in."""
         video = session.spec.video
         size = (video.width, video.height, video.fps)
         live = self.renderer.load(scenes.scene, *size, scenes.live, fill=False)
-        standby = None
-        if scenes.standby is not None:
-            standby = self.renderer.load(scenes.standby_scene, *size, scenes.standby, fill=False)
-        resident = _Resident(live, standby)
+        resident = _Resident(live, None)
+        try:
+            if scenes.standby is not None:
+                standby = self.renderer.load(
+                    scenes.standby_scene, *size, scenes.standby, fill=False
+                )
+                resident = _Resident(live, standby)
+            index = None if avatar is None else self.renderer.load_avatar(avatar, fill=False)
+        except Exception:
+            self._unload(resident)
+            raise
+
+        def release() -> None:
+            if index is not None:
+                self.renderer.release_avatar(index)
+
+        def done() -> Any:
+            try:
+                return ready(resident)
+            finally:
+                release()
+
+        def abandoned() -> None:
+            release()
+            abandon()
+
         future: Future = Future()
-        self._loads.append(_Load(resident, lambda: ready(resident), abandon, future))
+        self._loads.append(_Load(resident, index, done, abandoned, future))
         return future
 
     def _unload(self, resident: _Resident) -> None:
@@ -618,7 +648,7 @@ class Engine:
         try:
             return self._load(
                 session, scenes, lambda resident: self._opened(session, avatar, pipeline, resident),
-                lambda: self._close_unopened(pipeline),
+                lambda: self._close_unopened(pipeline), avatar,
             )  # fmt: skip
         except Exception as exc:
             self._close_unopened(pipeline)

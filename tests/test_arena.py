@@ -63,3 +63,19 @@ def test_written_ranges_are_merged_and_only_tracked_when_asked():
     quiet = Arena()
     quiet.write(quiet.alloc(4), np.ones(4, np.uint8))
     assert quiet.take_written() == []
+
+
+def test_growing_moves_nothing_and_keeps_earlier_views_valid():
+    """A doubling arena is a longer view of the pages it reserved: what was written stays
+    where it is (no copy of a multi-GB arena on the engine thread) and so do views of it."""
+    arena = Arena(np.uint8, width=4)
+    first = arena.alloc(1000)
+    arena.write(first, np.full((1000, 4), 7, np.uint8))
+    view = arena.view(first, 1000)
+    before = arena.data.__array_interface__["data"][0]
+    arena.alloc(64 << 20)  # 256 MiB of RGBA: many doublings at once
+    assert arena.data.shape[0] >= (64 << 20) + 1000
+    assert arena.data.__array_interface__["data"][0] == before  # grown in place
+    assert np.shares_memory(view, arena.data) and (view == 7).all()
+    arena.write(first, np.full((1000, 4), 9, np.uint8))
+    assert (view == 9).all()  # the old view sees writes made after the growth

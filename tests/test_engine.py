@@ -216,6 +216,41 @@ def test_a_long_background_is_copied_between_ticks_not_in_one_go(engine, avatar,
     assert not np.array_equal(_snapshot(engine, s), before)
 
 
+def test_a_new_avatar_is_copied_between_ticks_not_in_one_go(engine, avatar, monkeypatch):
+    """A session with an avatar not pooled yet opens once its rows are in, copied a piece
+    per pass between ticks, while the other sessions keep rendering."""
+    import dataclasses
+
+    import avatarfarm.server.engine as engine_module
+
+    chunk = 64 << 10
+    monkeypatch.setattr(engine_module, "FILL_CHUNK", chunk)
+    other = _open(engine, _session(), avatar)
+    t0 = engine._rows.t0[other.row]
+    newcomer = dataclasses.replace(avatar)  # same model, another asset: pooled anew
+    opening = engine.create(_session(), newcomer, None)
+    engine._run_commands()
+    pool = engine.renderer.pool
+    pieces = 0
+    while not opening.done():
+        engine._fill_scenes(until=0.0)  # no time left before the next tick: one piece
+        pieces += 1
+        engine.tick(t0 + 0.1 * pieces)
+        assert engine.frame_counters(other)["frames_rendered"] == pieces
+    assert pieces >= avatar.morph_dpos.nbytes // chunk
+    s = opening.result(0)
+    index = engine.renderer._slots[s.slot].avatar
+    assert pool.avatars[index].asset is newcomer and pool.avatars[index].users == 1
+    engine.tick(t0 + 100)  # both due: the same model renders the same frame
+    np.testing.assert_array_equal(_snapshot(engine, s), _snapshot(engine, other))
+    held = engine.create(_session(), dataclasses.replace(avatar), None)
+    engine._run_commands()
+    engine.stop(1.0)  # stopped mid-copy: nothing holds any avatar any more
+    with pytest.raises(EngineBusy):
+        held.result(0)
+    assert [a.users for a in pool.avatars if a] == [0, 0, 0]
+
+
 def test_a_session_ended_while_its_scene_loads_frees_the_space(engine, avatar, monkeypatch):
     s = _open(engine, _session(), avatar)
     backgrounds = engine.renderer._scenes.backgrounds

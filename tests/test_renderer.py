@@ -248,6 +248,26 @@ def test_a_scene_can_be_copied_in_pieces_before_it_is_shown(ball):
     assert nv12_planes(render_one(r, slot), 160, 96)[0][0, 0] == 235
 
 
+def test_an_avatar_can_be_copied_in_pieces_before_a_session_opens_with_it(ball):
+    r = Renderer("cpu")
+    index = r.load_avatar(ball, fill=False)
+    pieces = 1
+    while not r.fill_avatar(index, 1024):
+        pieces += 1
+    assert pieces >= ball.positions.nbytes // 1024  # the budget held
+    slot = r.open(ball, 160, 96, Scene(framing="head"))
+    r.release_avatar(index)
+    assert r.pool.avatars[index].users == 1  # the session's
+    half = Renderer("cpu")  # opened before its copy finished: open completes it
+    half.fill_avatar(half.load_avatar(ball, fill=False), 1024)
+    fresh = Renderer("cpu")
+    expected = render_one(fresh, fresh.open(ball, 160, 96, Scene(framing="head")))
+    np.testing.assert_array_equal(render_one(r, slot), expected)
+    np.testing.assert_array_equal(
+        render_one(half, half.open(ball, 160, 96, Scene(framing="head"))), expected
+    )
+
+
 def test_background_memory_is_reused_across_scene_changes_of_any_size(ball):
     """Video backgrounds of different lengths, changed all day, do not grow the arena."""
     import dataclasses

@@ -100,3 +100,42 @@ def test_a_new_avatar_uploads_only_itself_and_matches_cpu():
     for cpu, cuda in zip(frames["cpu"], frames["cuda"], strict=True):
         assert np.abs(cpu - cuda).max() <= 2
         assert np.mean(cpu != cuda) < 0.02
+
+
+def test_grown_buffers_are_not_sent_again():
+    """When the frame and background arenas double, their device copies grow on the
+    device: only the new session's background is sent, not every session's again."""
+    ball = sphere_avatar()
+    scene = Scene(framing="head", background="#203040", label=Label(enabled=False))
+    r = Renderer("cuda")
+    slots = [r.open(ball, 32, 32, scene)]
+    r.render(np.array(slots), *pose(1))
+    mirror = r._device
+    shapes = {name: mirror.arrays[name].shape for name in ("backgrounds", "frames")}
+    whole = _count_whole_uploads(mirror)
+    sent = _count_uploads(mirror)
+    slots.append(r.open(ball, 32, 32, scene))
+    r.render(np.array(slots), *pose(2))
+    assert all(mirror.arrays[name].shape != shape for name, shape in shapes.items())  # grew
+    assert whole == []
+    assert sent["backgrounds"] == 32 * 32 * 3 // 2
+    for s in slots:  # the first session's frame survived the device-side growth
+        frame = r.frame(s)
+        assert frame[: 32 * 32].min() != frame[: 32 * 32].max()  # the avatar on the bg
+
+
+def _count_whole_uploads(mirror) -> list[int]:
+    """Bytes of every whole array sent to the device from now on."""
+    whole: list[int] = []
+    cuda = mirror.cuda
+
+    class Counting:
+        def __getattr__(self, name):
+            return getattr(cuda, name)
+
+        def to_device(self, host, *args, **kwargs):
+            whole.append(host.nbytes)
+            return cuda.to_device(host, *args, **kwargs)
+
+    mirror.cuda = Counting()
+    return whole
