@@ -178,6 +178,8 @@ class Engine:
         self._sessions: list[Session | None] = []
         self._starting: set[int] = set()
         self._ticking = False
+        self._tick_lock = threading.Lock()  # guards _ticking and _after_tick
+        self._after_tick: list[Callable[[], None]] = []
         self._failed_rows: set[int] = set()  # failed during the running tick: freed after it
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -226,6 +228,14 @@ class Engine:
         return self.alive and self.clock() - self.last_tick < within
 
     # -- API-facing (any thread) -------------------------------------------------------------
+    def after_tick(self, callback: Callable[[], None]) -> bool:
+        """Have `callback` run (on the engine thread: it must be quick) when the tick in
+        progress ends; False, and it is not kept, when no tick is in progress."""
+        with self._tick_lock:
+            if self._ticking:
+                self._after_tick.append(callback)
+            return self._ticking
+
     def call(self, fn: Callable[..., Any], *args: Any) -> Future:
         """Run `fn(*args)` on the engine thread; raises EngineBusy when the queue is full."""
         future: Future = Future()
@@ -436,11 +446,16 @@ class Engine:
         A session that fails mid-tick keeps its row until the tick ends: the tick's arrays
         still index it, and its counters must be final before the row is freed.
         """
-        self._ticking = True
+        with self._tick_lock:
+            self._ticking = True
         try:
             self._tick(now)
         finally:
-            self._ticking = False
+            with self._tick_lock:
+                self._ticking = False
+                waiting, self._after_tick = self._after_tick, []
+            for callback in waiting:
+                callback()
             while self._failed_rows:
                 self._release(self._failed_rows.pop(), 2.0)
 

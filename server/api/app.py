@@ -40,6 +40,7 @@ from .deps import ServerState
 from .limits import BodyLimit
 from .media_store import MediaStore
 from .quota import StorageQuota
+from .tickgap import TickGap
 
 log = logging.getLogger(__name__)
 FALLBACK_FRAME_COST_S = 0.05  # used when the probe is off and no cost is configured
@@ -118,6 +119,7 @@ def create_app(
     app.state.previews = Counter()  # open MJPEG previews by tenant
     errors.install(app)
     app.add_middleware(BodyLimit)
+    app.add_middleware(TickGap, engine=engine)
     for module in (admin, avatars, media_uploads, sessions, outputs, pose, drive, drivers, media,
                    console):  # fmt: skip
         app.include_router(module.router)
