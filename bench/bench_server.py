@@ -142,12 +142,14 @@ class _RawClient:
         return chunk
 
 
-def _load(get: Callable[[], object], rate: float, stop: threading.Event, done: list[int]) -> None:
+def _load(get: Callable[[], object], rate: float, stop: threading.Event, done: list[float]) -> None:
+    """GET at `rate` until stopped; appends each request's round trip (s) to `done`."""
     period = 1.0 / rate
     next_at = time.monotonic()
     while not stop.is_set():
+        sent = time.perf_counter()
         get()
-        done[0] += 1
+        done.append(time.perf_counter() - sent)
         next_at += period
         stop.wait(max(0.0, next_at - time.monotonic()))  # a slow rate must not stretch a window
 
@@ -222,7 +224,7 @@ def main() -> None:
         get = partial(client.get, path) if args.client == "httpx" else _RawClient(port, path).get
         ticks = {False: np.zeros(len(bounds)), True: np.zeros(len(bounds))}
         steal = {False: 0.0, True: 0.0}
-        served = [0]  # requests answered in the loaded windows
+        served: list[float] = []  # round trips of the requests answered in loaded windows
         for loaded in (False, True) * 3:
             before = _histogram(client.get("/metrics").text)
             steal_before = _steal_s()
@@ -254,7 +256,9 @@ def main() -> None:
                   f"{1000 * max(lags):.0f} ms; frames later than the server's max_lateness_ms "
                   f"are dropped")  # fmt: skip
         print(f"p99 tick: {quiet * 1000:.1f} ms idle HTTP, {busy * 1000:.1f} ms at "
-              f"{args.rate:.0f} req/s ({served[0] / args.seconds:.0f} answered), "
+              f"{args.rate:.0f} req/s ({len(served) / args.seconds:.0f} answered, round trip "
+              f"median {1000 * np.median(served):.1f} / p99 {1000 * np.percentile(served, 99):.1f}"
+              f" ms), "
               f"{args.client} client "
               f"({busy * 1000 - quiet * 1000:+.1f} ms; target: "
               f"+<= 5 ms; {ticks[False][-1]:.0f} and {ticks[True][-1]:.0f} ticks, "
