@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from avatarfarm.server.api.drivers import TokenBucket
 from avatarfarm.server.auth import KeyRing, Principal
 from avatarfarm.server.capacity import CostModel, CpuSampler, Profile
 from avatarfarm.server.config import ConfigError, load_settings
+from avatarfarm.server.drivers.udp import CpuBudget
 from avatarfarm.server.sessions import (
     Session,
     SessionError,
@@ -159,9 +159,13 @@ def test_cpu_sampler_sees_this_process_working():
     assert 0.0 < sampler.sample() <= 1.0 + 1e-6
 
 
-def test_token_bucket_passes_its_rate_and_burst_and_drops_the_rest():
+def test_cpu_budget_saves_a_burst_then_pays_back_at_its_share():
     now = [64.0]
-    bucket = TokenBucket(1000.0, clock=lambda: now[0])
-    assert sum(bucket.take() for _ in range(400)) == 250  # the burst: 0.25 s of tokens
-    now[0] += 0.125
-    assert sum(bucket.take() for _ in range(400)) == 125  # then the rate
+    budget = CpuBudget(0.1, clock=lambda: now[0])  # a tenth of a core, 25 ms saved
+    assert budget.charge(0.02) == 0.0  # within the burst
+    assert budget.charge(0.01) == pytest.approx(0.05)  # 5 ms overdrawn: 50 ms to earn it
+    now[0] += 0.05
+    assert budget.charge(0.0) == pytest.approx(0.0)
+    now[0] += 10.0  # idle time saves no more than the burst
+    assert budget.charge(0.025) == 0.0
+    assert budget.charge(0.001) == pytest.approx(0.01)

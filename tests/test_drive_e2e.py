@@ -31,7 +31,6 @@ from test_drivers_audio import VOWELS, vowel
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from avatarfarm.server.api.drivers import BURST_S, RATE_LIMITS
 from avatarfarm.server.drivers.livelink import LIVELINK_NAMES, encode_packet
 from avatarfarm.server.drivers.websocket import encode_binary
 
@@ -387,7 +386,13 @@ def test_garbage_and_floods_are_counted_and_never_stall_the_engine(server, t1):
         for data in garbage:
             sock.sendto(data, ("127.0.0.1", vmc["port"]))
             sock.sendto(data, ("127.0.0.1", livelink["port"]))
-        before = t1.get(f"/v1/sessions/{sid}").json()["stats"]["frames_rendered"]
+
+        def frames() -> int:
+            return t1.get(f"/v1/sessions/{sid}").json()["stats"]["frames_rendered"]
+
+        start = frames()
+        time.sleep(1.0)
+        before = frames()
         frame = vmc_frame({"A": 0.5})
         t0 = time.monotonic()
         sent = 0
@@ -396,23 +401,27 @@ def test_garbage_and_floods_are_counted_and_never_stall_the_engine(server, t1):
                 sock.sendto(frame, ("127.0.0.1", vmc["port"]))
             sent += 100
             time.sleep(max(0.0, t0 + sent / 10_000 - time.monotonic()))
-        sock.close()
         assert server.client().get("/readyz").status_code == 200
-        after = t1.get(f"/v1/sessions/{sid}").json()["stats"]["frames_rendered"]
-        assert after - before >= 10, (before, after)  # frames kept coming during the flood
+        after = frames()
+        # frames kept coming as fast as in the second before: the port's thread kept to
+        # its share of a core, the kernel dropped the rest
+        assert after - before >= (before - start) // 2, (start, before, after)
         assert metric(server, "avatarfarm_driver_rejected_total", type="vmc",
                       reason="malformed") > 0  # fmt: skip
         assert metric(server, "avatarfarm_driver_rejected_total", type="livelink") > 0
-        received = metric(server, "avatarfarm_driver_packets_total", type="vmc")
-        flood = metric(server, "avatarfarm_driver_flood_dropped_total", type="vmc")
-        assert received > 1000, (received, flood)
-        # the rate limit held: a machine slow enough that the kernel dropped the excess
-        # first sees no flood at the port, a fast one sees it dropped and counted
-        elapsed = time.monotonic() - t0 + 1.0
-        rate = RATE_LIMITS["vmc"]
-        assert received - flood <= rate * elapsed + rate * BURST_S + len(garbage), (
-            received, flood, elapsed,
-        )  # fmt: skip
+
+        def accounted() -> bool:  # every datagram was read or counted as dropped
+            sock.sendto(frame, ("127.0.0.1", vmc["port"]))  # carries the kernel's count
+            nonlocal sent
+            sent += 1
+            time.sleep(0.2)
+            ports = t1.get(f"/v1/sessions/{sid}/drivers").json()["active"]
+            stats = next(p["stats"] for p in ports if p["id"] == vmc["id"])
+            return stats["packets"] + stats.get("flood", 0) == sent + len(garbage)
+
+        assert eventually(accounted, 30.0, 0.0)
+        assert metric(server, "avatarfarm_driver_flood_dropped_total", type="vmc") > 1000
+        sock.close()
     finally:
         t1.delete(f"/v1/sessions/{sid}")
 

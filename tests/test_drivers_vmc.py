@@ -219,3 +219,46 @@ def test_requested_port_and_clean_restart(pose: PoseState) -> None:
             VmcReceiver(pose, port=port).start()
     finally:
         busy.stop()
+
+
+def test_a_flood_over_the_cpu_share_is_dropped_in_the_kernel_and_counted(
+    pose: PoseState,
+) -> None:
+    share = 0.05
+    rx = VmcReceiver(pose, cpu_share=share)
+    rx.start()
+    try:
+        bundle = OscBundleBuilder(IMMEDIATELY)
+        for name in ("A", "I", "U", "E", "O") * 6:  # ~30 messages: a costly datagram
+            val = OscMessageBuilder("/VMC/Ext/Blend/Val")
+            val.add_arg(name)
+            val.add_arg(0.25)
+            bundle.add_content(val.build())
+        bundle.add_content(OscMessageBuilder("/VMC/Ext/Blend/Apply").build())
+        data = bundle.build().dgram
+        clock = time.pthread_getcpuclockid(rx._thread.ident)  # the receive thread's CPU
+        cpu0, t0 = time.clock_gettime(clock), time.monotonic()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sent = 0
+        while time.monotonic() - t0 < 1.0:
+            sock.sendto(data, rx.address)
+            sent += 1
+        used, elapsed = time.clock_gettime(clock) - cpu0, time.monotonic() - t0
+        # one datagram may overdraw the balance before the thread pauses
+        assert used <= share * (elapsed + 0.25) + 0.01, (used, elapsed, rx.counts)
+
+        def settled() -> bool:  # the kernel reports drops with the next datagram it queues
+            before = rx.counts["packets"]
+            time.sleep(0.3)
+            return rx.counts["packets"] == before
+
+        wait_for(settled, timeout=30.0)
+        sock.sendto(data, rx.address)
+        sent += 1
+        wait_for(lambda: rx.counts["packets"] + rx.counts["flood"] == sent, timeout=5.0)
+        assert rx.counts["flood"] > 0
+        assert rx.counts["applied"] == rx.counts["packets"]  # what was read was all used
+        assert pose.value("aa") == 0.25
+        sock.close()
+    finally:
+        rx.stop()

@@ -137,8 +137,9 @@ class LiveLinkReceiver(UdpReceiver):
         allowed: Iterable[str] | None = None,
         on_input: Callable[[str, str], None] | None = None,
         mapping: LiveLinkMapping | None = None,
+        cpu_share: float | None = None,
     ) -> None:
-        super().__init__(host, port, allowed, on_input)
+        super().__init__(host, port, allowed, on_input, cpu_share)
         self.pose = pose
         self.mapping = mapping or LiveLinkMapping()
         self.subject: str | None = None

@@ -2,20 +2,50 @@
 
 One thread per port reads datagrams and hands each to `handle`. A packet from a source
 outside `allowed` is dropped before parsing; any exception from `handle` is counted under
-its `DriverPacketError.reason` (or `error`) and the loop goes on, so garbage and floods
-cost CPU on this thread only and never reach the engine. `stop()` returns within about
-`POLL` seconds.
+its `DriverPacketError.reason` (or `error`) and the loop goes on. `stop()` returns within
+about `POLL` seconds.
+
+A flood is bounded by CPU time, not by packet count, because parsing is what costs: a
+VSeeFace bundle of 110 messages takes ~100 times as long as a Live Link packet, and a slow
+machine parses fewer of either. With `cpu_share`, the thread uses at most that share of a
+core (its own CPU clock, `BURST_S` of slack). Over it, the thread stops reading: the
+socket buffer fills and the kernel drops the rest at no cost to this process, and it holds
+the GIL that little, so the engine's tick never waits on it. Kernel drops are counted as
+`flood` (Linux reports them per datagram, SO_RXQ_OVFL).
 """
 
 from __future__ import annotations
 
 import socket
+import struct
+import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 
 POLL = 0.05  # seconds the thread waits for a packet before checking for stop
 MAX_DATAGRAM = 65_535
+BURST_S = 0.25  # seconds of a port's CPU share it may save up for a burst
+SO_RXQ_OVFL = 40  # Linux: each datagram carries the socket's drop count (not in `socket`)
+_DROPS = socket.CMSG_SPACE(4)
+
+
+class CpuBudget:
+    """`share` seconds of CPU per second, up to `share * BURST_S` saved."""
+
+    def __init__(self, share: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.share, self.capacity = share, share * BURST_S
+        self._balance, self._clock = self.capacity, clock
+        self._last = clock()
+
+    def charge(self, cpu_s: float) -> float:
+        """Spend `cpu_s`; the seconds to wait before the balance is positive again."""
+        now = self._clock()
+        earned = (now - self._last) * self.share
+        self._balance = min(self.capacity, self._balance + earned) - cpu_s
+        self._last = now
+        return max(0.0, -self._balance / self.share)
 
 
 class DriverPacketError(ValueError):
@@ -37,11 +67,13 @@ class UdpReceiver:
         port: int = 0,
         allowed: Iterable[str] | None = None,
         on_input: Callable[[str, str], None] | None = None,
+        cpu_share: float | None = None,
     ) -> None:
         self.host = host
         self.requested_port = port
         self.allowed = frozenset(allowed) if allowed is not None else None
         self._on_input = on_input
+        self._budget = CpuBudget(cpu_share) if cpu_share is not None else None
         self.counts: Counter[str] = Counter()
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
@@ -65,6 +97,8 @@ class UdpReceiver:
             sock.close()
             raise
         sock.settimeout(POLL)
+        if sys.platform == "linux":
+            sock.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
         self._sock = sock
         self._stop.clear()
         self._thread = threading.Thread(
@@ -98,15 +132,26 @@ class UdpReceiver:
     def _run(self) -> None:
         sock = self._sock
         assert sock is not None
+        used = time.thread_time()
         while not self._stop.is_set():
+            if self._budget is not None:
+                now = time.thread_time()
+                wait = self._budget.charge(now - used)
+                used = now
+                if wait > 0.0:
+                    self._stop.wait(min(wait, POLL))
+                    continue
             try:
-                data, source = sock.recvfrom(MAX_DATAGRAM)
+                data, ancillary, _, source = sock.recvmsg(MAX_DATAGRAM, _DROPS)
             except TimeoutError:
                 continue
             except OSError:
                 self.counts["socket_error"] += 1
                 continue
             self.counts["packets"] += 1
+            for level, kind, value in ancillary:
+                if level == socket.SOL_SOCKET and kind == SO_RXQ_OVFL and len(value) == 4:
+                    self.counts["flood"] = struct.unpack("=I", value)[0]
             if self.allowed is not None and source[0] not in self.allowed:
                 self.counts["dropped_source"] += 1
                 continue

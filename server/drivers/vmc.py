@@ -118,8 +118,9 @@ class VmcReceiver(UdpReceiver):
         port: int = 0,
         allowed: Iterable[str] | None = None,
         on_input: Callable[[str, str], None] | None = None,
+        cpu_share: float | None = None,
     ) -> None:
-        super().__init__(host, port, allowed, on_input)
+        super().__init__(host, port, allowed, on_input, cpu_share)
         self.pose = pose
         self._blend = np.zeros(K)
         self._blend_mask = np.zeros(K, bool)
