@@ -2,8 +2,8 @@
 
 Input to photon (`photon`): the real engine loop (CPU renderer, one 192x192 session at
 30 fps in head framing, smoothing "none", idle off) with its x264 StreamPipeline
-(tune zerolatency, CFR), and the session's VMC port opened as the API does (VmcPort:
-rate limit + VmcReceiver). A sender thread sends a head yaw at random moments. Measured
+(tune zerolatency, CFR), and the session's VMC port opened as the API does (VmcReceiver
+with the API's CPU share). A sender thread sends a head yaw at random moments. Measured
 per sample: send -> the end of the first `Renderer.render` whose head row has that yaw
 ("render"), and send -> x264 returning the packet of that frame ("encoded": the frame is
 found by its index through `StreamPipeline.submit`, the packet by its pts). The encoder's
@@ -43,7 +43,7 @@ from avatarfarm.render.avatars import load
 from avatarfarm.render.renderer import Renderer
 from avatarfarm.render.scene import Scene
 from avatarfarm.render.vocabulary import VOCABULARY
-from avatarfarm.server.api.drivers import VmcPort
+from avatarfarm.server.api.drivers import CPU_SHARES
 from avatarfarm.server.drivers.idle import IdleBank
 from avatarfarm.server.drivers.livelink import LiveLinkReceiver, encode_packet
 from avatarfarm.server.drivers.pose import FilterConfig, PoseBank
@@ -175,7 +175,7 @@ def photon(samples: int, size: int = 192) -> dict[str, np.ndarray]:
     try:
         engine.create(session, load("default"), pipeline).result(300)
         assert session.drivers.pose is not None
-        rx = VmcPort(session.drivers.pose)
+        rx = VmcReceiver(session.drivers.pose, cpu_share=CPU_SHARES["vmc"])
         send = vmc_sender(rx.start())
         time.sleep(2.0)  # first frames (and a warm encoder) before measuring
         rng = random.Random(1)

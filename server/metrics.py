@@ -136,7 +136,7 @@ def _driver_metrics(engine: Engine) -> Iterator[Any]:
     )
     flood = CounterMetricFamily(
         "avatarfarm_driver_flood_dropped",
-        "Driver packets dropped unparsed over the port's rate limit",
+        "Driver packets the kernel dropped while the port was over its share of a core",
         labels=["type"],
     )
     for kind in DRIVER_TYPES:
