@@ -10,7 +10,7 @@ import pytest
 from avatarfarm.server.auth import KeyRing, Principal
 from avatarfarm.server.capacity import CostModel, CpuSampler, Profile
 from avatarfarm.server.config import ConfigError, load_settings
-from avatarfarm.server.drivers.udp import CpuBudget
+from avatarfarm.server.drivers.udp import MIN_PAUSE_S, CpuBudget
 from avatarfarm.server.sessions import (
     Session,
     SessionError,
@@ -164,8 +164,8 @@ def test_cpu_budget_saves_a_burst_then_pays_back_at_its_share():
     budget = CpuBudget(0.1, clock=lambda: now[0])  # a tenth of a core, 25 ms saved
     assert budget.charge(0.02) == 0.0  # within the burst
     assert budget.charge(0.01) == pytest.approx(0.05)  # 5 ms overdrawn: 50 ms to earn it
-    now[0] += 0.05
-    assert budget.charge(0.0) == pytest.approx(0.0)
+    now[0] += 0.05  # paid back
+    assert budget.charge(0.0002) == MIN_PAUSE_S  # a pause long enough to be worth waking
     now[0] += 10.0  # idle time saves no more than the burst
     assert budget.charge(0.025) == 0.0
     assert budget.charge(0.001) == pytest.approx(0.01)

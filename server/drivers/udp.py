@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable
 POLL = 0.05  # seconds the thread waits for a packet before checking for stop
 MAX_DATAGRAM = 65_535
 BURST_S = 0.25  # seconds of a port's CPU share it may save up for a burst
+MIN_PAUSE_S = 0.005  # shorter pauses would spend the share on waking up
 SO_RXQ_OVFL = 40  # Linux: each datagram carries the socket's drop count (not in `socket`)
 _DROPS = socket.CMSG_SPACE(4)
 
@@ -40,12 +41,14 @@ class CpuBudget:
         self._last = clock()
 
     def charge(self, cpu_s: float) -> float:
-        """Spend `cpu_s`; the seconds to wait before the balance is positive again."""
+        """Spend `cpu_s`; the seconds to pause when the balance is overdrawn, else 0."""
         now = self._clock()
         earned = (now - self._last) * self.share
         self._balance = min(self.capacity, self._balance + earned) - cpu_s
         self._last = now
-        return max(0.0, -self._balance / self.share)
+        if self._balance >= 0.0:
+            return 0.0
+        return max(MIN_PAUSE_S, -self._balance / self.share)
 
 
 class DriverPacketError(ValueError):
