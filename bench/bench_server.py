@@ -265,7 +265,7 @@ def main() -> None:
         made = r1 - r0
         drop_pct = 100.0 * (d1 - d0) / max(1, made + d1 - d0)
         quiet, busy = _p99(bounds, ticks[False]), _p99(bounds, ticks[True])
-        low, high = _move_interval(list(zip(windows[::2], windows[1::2])), bounds)
+        low, high = _move_interval(list(zip(windows[::2], windows[1::2], strict=True)), bounds)
         print(f"# server bench: {args.sessions} x {width}x{height}@{args.fps} x264 "
               f"{args.preset}, "
               f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M')}")  # fmt: skip
