@@ -9,9 +9,9 @@ A flood is bounded by CPU time, not by packet count, because parsing is what cos
 VSeeFace bundle of 110 messages takes ~100 times as long as a Live Link packet, and a slow
 machine parses fewer of either. With `cpu_share`, the thread uses at most that share of a
 core (its own CPU clock, `BURST_S` of slack). Over it, the thread stops reading: the
-socket buffer fills and the kernel drops the rest at no cost to this process, and it holds
-the GIL that little, so the engine's tick never waits on it. Kernel drops are counted as
-`flood` (Linux reports them per datagram, SO_RXQ_OVFL).
+socket buffer fills and the kernel drops the rest at no cost to this process, and the GIL,
+which the engine thread needs between kernels, is held no more than that share of the
+time. Kernel drops are counted as `flood` (Linux reports them per datagram, SO_RXQ_OVFL).
 """
 
 from __future__ import annotations
