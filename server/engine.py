@@ -87,6 +87,7 @@ TICK_BUCKETS = (
     0.075, 0.1, 0.25, 0.5, 1.0, 2.5,
 )  # fmt: skip
 SUPERVISE_S = 1.0
+BEHIND_S = 0.005  # a tick that starts this late had no idle gap before it
 FILL_CHUNK = 4 << 20  # bytes of scene pixels copied at a time between ticks (~1 ms)
 
 
@@ -230,11 +231,13 @@ class Engine:
     # -- API-facing (any thread) -------------------------------------------------------------
     def after_tick(self, callback: Callable[[], None]) -> bool:
         """Have `callback` run (on the engine thread: it must be quick) when the tick in
-        progress ends; False, and it is not kept, when no tick is in progress."""
+        progress ends; False, and it is not kept, when no tick is in progress or the
+        engine is behind (the next tick follows at once: there is no gap to wait for)."""
         with self._tick_lock:
-            if self._ticking:
+            waits = self._ticking and self.lag_seconds <= BEHIND_S
+            if waits:
                 self._after_tick.append(callback)
-            return self._ticking
+            return waits
 
     def call(self, fn: Callable[..., Any], *args: Any) -> Future:
         """Run `fn(*args)` on the engine thread; raises EngineBusy when the queue is full."""

@@ -89,3 +89,20 @@ def test_a_tick_longer_than_the_limit_holds_a_request_only_that_long():
     waited = asyncio.run(scenario())
     assert seen == [("http", True)]  # served while the overlong tick still ran
     assert MAX_WAIT_S * 0.9 <= waited < 1.0
+
+
+def test_an_engine_behind_schedule_holds_no_request():
+    held = _HeldTick()
+    seen: list = []
+
+    async def scenario():
+        with held as engine:
+            engine.lag_seconds = 0.040  # ticks back to back: no gap after this one
+            gap = TickGap(_recording_app(seen, engine), engine)
+            start = time.perf_counter()
+            await gap({"type": "http"}, None, None)
+            return time.perf_counter() - start
+
+    waited = asyncio.run(scenario())
+    assert seen == [("http", True)]
+    assert waited < MAX_WAIT_S / 2

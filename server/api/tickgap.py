@@ -5,7 +5,9 @@ request handled mid-tick takes its CPU from the tick's kernel threads, and a par
 stage pays for a core taken from it several times over at its barrier. So a request that
 arrives mid-tick waits for that tick to end, at most MAX_WAIT_S, before its handler runs:
 it then shares the CPU with the encoders, whose queues absorb the delay, not with the
-tick. WebSockets (live driving) never wait; neither does anything while no tick runs.
+tick. WebSockets (live driving) never wait; neither does anything while no tick runs, or
+while the engine is behind schedule: its ticks then follow each other at once, so waiting
+would only slow the request (a client sending one request at a time would get one a tick).
 """
 
 from __future__ import annotations
