@@ -75,34 +75,30 @@ def test_a_request_arriving_mid_tick_starts_when_the_tick_ends():
     assert seen == [("websocket", True)] + [("http", False)] * 4
 
 
-def test_a_tick_longer_than_the_limit_holds_a_request_only_that_long():
+def _one_request_mid_tick(lag_s: float) -> tuple[list, float]:
+    """Send one HTTP request while a tick runs whose engine is `lag_s` behind: what the
+    app saw (type, ticking) and how long the request waited."""
     held = _HeldTick()
     seen: list = []
 
     async def scenario():
         with held as engine:
+            engine.lag_seconds = lag_s
             gap = TickGap(_recording_app(seen, engine), engine)
             start = time.perf_counter()
             await gap({"type": "http"}, None, None)
             return time.perf_counter() - start
 
-    waited = asyncio.run(scenario())
+    return seen, asyncio.run(scenario())
+
+
+def test_a_tick_longer_than_the_limit_holds_a_request_only_that_long():
+    seen, waited = _one_request_mid_tick(0.0)
     assert seen == [("http", True)]  # served while the overlong tick still ran
     assert MAX_WAIT_S * 0.9 <= waited < 1.0
 
 
 def test_an_engine_behind_schedule_holds_no_request():
-    held = _HeldTick()
-    seen: list = []
-
-    async def scenario():
-        with held as engine:
-            engine.lag_seconds = 0.040  # ticks back to back: no gap after this one
-            gap = TickGap(_recording_app(seen, engine), engine)
-            start = time.perf_counter()
-            await gap({"type": "http"}, None, None)
-            return time.perf_counter() - start
-
-    waited = asyncio.run(scenario())
+    seen, waited = _one_request_mid_tick(0.040)  # ticks back to back: no gap after this one
     assert seen == [("http", True)]
     assert waited < MAX_WAIT_S / 2
